@@ -1,0 +1,47 @@
+# Two commands matter: `make demo` (set up + run the platform on local defaults) and
+# `make test` (set up + lint + tests). Everything else is a building block.
+PY_SYSTEM ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .demo
+
+.PHONY: help setup lint test test-fast demo bench-engine bench-emulator clean
+
+help:
+	@echo "make demo    set up the environment and run the platform on local defaults"
+	@echo "make test    set up the environment, lint, and run every test"
+
+$(PY):
+	$(PY_SYSTEM) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install only when the dependency list changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: setup
+	$(PY) -m pytest -x -q -m "not slow"
+
+demo: setup
+	$(PY) -m sfdc_emulator serve --state-dir $(DEMO_DIR)/org --scale small --traffic 2 \
+		--info-file $(DEMO_DIR)/emulator.json
+
+bench-emulator: setup
+	$(PY) -m bench.emulator
+
+bench-engine: setup
+	$(PY) -m bench.engine
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
