@@ -1,0 +1,462 @@
+"""Live change traffic: a background thread committing realistic user and automation changes.
+
+Besides the steady mix (creates, partial user updates, deletes, undeletes, occasional
+purges) a share of user updates is followed a few seconds later by an "automation" update
+of the same record (a flow or trigger: different commitUser, LastModifiedDate untouched,
+SystemModstamp moves) — the case that separates SystemModstamp from LastModifiedDate.
+The admin endpoint uses the one-shot methods (update/delete/undelete/purge/overflow/gap).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from sfdc_emulator import ids as idmod
+from sfdc_emulator.describe import (
+    LEAD_SOURCES,
+    OPPORTUNITY_STAGES,
+    TASK_PRIORITIES,
+)
+from sfdc_emulator.generator import (
+    COMPANY_A,
+    COMPANY_B,
+    EVENT_SUBJECTS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    TASK_SUBJECTS,
+)
+from sfdc_emulator.store import OVERFLOW_LIMIT, CommitResult, Mutation, OrgStore, StoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPS = {"create": 0.25, "update": 0.55, "delete": 0.1, "undelete": 0.07, "purge": 0.03}
+DEFAULT_OBJECTS = {
+    "Opportunity": 0.3,
+    "Task": 0.22,
+    "Event": 0.08,
+    "Account": 0.1,
+    "Contact": 0.12,
+    "Lead": 0.08,
+    "OpportunityLineItem": 0.1,
+}
+# Share of user updates followed by an automation update, and its delay (wall seconds).
+AUTOMATION_SHARE = 0.3
+AUTOMATION_DELAY = (1.0, 4.0)
+
+
+@dataclass
+class Mix:
+    """What the traffic does: operation weights, object weights, automation follow-ups."""
+
+    ops: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_OPS))
+    objects: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_OBJECTS))
+    automation_share: float = AUTOMATION_SHARE
+    automation_delay: tuple[float, float] = AUTOMATION_DELAY
+
+
+class TrafficGenerator:
+    """Commits ``rate`` transactions per second (on average) until :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: OrgStore,
+        rate: float,
+        seed: int = 0,
+        mix: Mix | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.rate = float(rate)
+        if isinstance(mix, Mapping):
+            mix = Mix(**mix)
+        self.mix = mix or Mix()
+        self.rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._automation: list[tuple[float, int, str, str]] = []  # (due, seq, object, id)
+        self._automation_seq = 0
+        self._recently_deleted: dict[str, deque[str]] = {}
+        self._lock = threading.RLock()  # the rng and queues: the admin may call concurrently
+        self.stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="sfdc-traffic", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._run_due_automation()
+                if self.rate > 0 and time.monotonic() >= next_at:
+                    self.step()
+                    # Poisson arrivals: exponential gaps with mean 1/rate
+                    next_at += self.rng.expovariate(self.rate)
+                    next_at = max(next_at, time.monotonic() - 1.0)
+            except Exception:
+                # keep the org alive: one failed transaction must not stop the traffic
+                log.exception("traffic step failed")
+            wait = 0.05 if self.rate <= 0 else min(0.05, max(0.0, next_at - time.monotonic()))
+            self._stop.wait(wait)
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def step(self) -> CommitResult | None:
+        """One random transaction of the mix (also used directly by tests)."""
+        with self._lock:
+            op = self._weighted(self.mix.ops)
+            obj = self._weighted(self.mix.objects)
+        try:
+            if op == "create":
+                result = self.store.commit(
+                    [Mutation("create", obj, values=self._create_values(obj))]
+                )
+            elif op == "update":
+                picked = self.random_ids(obj, 1)
+                if not picked:
+                    return None
+                result = self.store.commit(
+                    [Mutation("update", obj, picked[0], self._update_values(obj))],
+                    user_id=self._random_user(),
+                )
+                self._schedule_automation(obj, picked[0])
+            elif op == "delete":
+                result = self.delete(obj, 1)
+            elif op == "undelete":
+                result = self.undelete(obj, 1)
+            else:
+                result = self.purge(obj, 1)
+        except StoreError as exc:
+            # racing admin commands can delete a picked record; that is not a failure
+            self._count(f"skipped:{exc.error_code}")
+            return None
+        self._count(f"{op}:{obj}")
+        return result
+
+    def _schedule_automation(self, obj: str, record_id: str) -> None:
+        with self._lock:
+            if self.rng.random() >= self.mix.automation_share:
+                return
+            delay = self.rng.uniform(*self.mix.automation_delay)
+            self._automation_seq += 1
+            heapq.heappush(
+                self._automation,
+                (time.monotonic() + delay, self._automation_seq, obj, record_id),
+            )
+
+    def _run_due_automation(self) -> None:
+        while True:
+            with self._lock:
+                if not self._automation or self._automation[0][0] > time.monotonic():
+                    return
+                _, _, obj, record_id = heapq.heappop(self._automation)
+                values = self._automation_values(obj)
+            try:
+                self.store.commit([Mutation("update", obj, record_id, values)], automation=True)
+                self._count(f"automation:{obj}")
+            except StoreError:
+                self._count("skipped:automation")
+
+    # ------------------------------------------------------------------ admin one-shots
+
+    def update(self, object: str, count: int) -> CommitResult:
+        """One transaction applying the same change to ``count`` live records (merged event)."""
+        picked = self.random_ids(object, count)
+        with self._lock:
+            values = self._update_values(object)
+        return self.store.commit([Mutation("update", object, i, values) for i in picked])
+
+    def delete(self, object: str, count: int) -> CommitResult:
+        picked = self.random_ids(object, count)
+        result = self.store.commit([Mutation("delete", object, i) for i in picked])
+        with self._lock:
+            recent = self._recently_deleted.setdefault(object, deque(maxlen=10_000))
+            recent.extend(result.ids)
+        return result
+
+    def undelete(self, object: str, count: int) -> CommitResult:
+        picked = self.random_ids(object, count, deleted=True)
+        return self.store.commit([Mutation("undelete", object, i) for i in picked])
+
+    def purge(self, object: str, count: int) -> CommitResult:
+        """Physical deletes (hard delete / Recycle Bin emptied): no event, gone from queryAll."""
+        picked = self.random_ids(object, count, deleted=None)
+        return self.store.commit([Mutation("purge", object, i) for i in picked])
+
+    def overflow(self, object: str, changes: int = OVERFLOW_LIMIT + 1) -> CommitResult:
+        """One transaction with at least ``changes`` changes (default: just past the limit):
+        updates of existing records, topped up with creates when the object is too small."""
+        picked = self.random_ids(object, changes)
+        marker = f"bulk load {self.rng.randrange(10**9)}"
+        field_name = self._bulk_field(object)
+        mutations = [Mutation("update", object, i, {field_name: marker}) for i in picked]
+        for _ in range(changes - len(mutations)):
+            with self._lock:
+                values = self._create_values(object)
+            mutations.append(Mutation("create", object, values=values))
+        return self.store.commit(mutations, origin="com/salesforce/api/bulkapi/59.0")
+
+    def gap(self, object: str, count: int) -> CommitResult:
+        """Changes made outside the app server: GAP_UPDATE events without field data."""
+        picked = self.random_ids(object, count)
+        return self.store.gap(object, picked, {self._bulk_field(object): "archived"})
+
+    # ------------------------------------------------------------------ record picking
+
+    def random_ids(self, object: str, count: int, deleted: bool | None = False) -> list[str]:
+        """Up to ``count`` distinct existing Ids (live, soft-deleted, or either when None)."""
+        spec = self.store.schema.get(object)
+        if count <= 0:
+            return []
+        if deleted:
+            recent = self._recently_deleted.get(spec.name)
+            found = self._existing(spec.name, list(recent or ()), deleted)
+            if len(found) >= count:
+                return found[-count:]
+            return self._scan(spec.name, count, deleted)
+        last = self.store.ids.last(spec.key_prefix)
+        if last == 0:
+            return []
+        found: list[str] = []
+        seen: set[int] = set()
+        for _ in range(4):
+            want = min(last - len(seen), max(2 * (count - len(found)), 8))
+            if want <= 0:
+                break
+            with self._lock:
+                candidates = [c for c in self._sample(last, want) if c not in seen]
+            seen.update(candidates)
+            ids = [idmod.make_id(spec.key_prefix, c) for c in candidates]
+            found += self._existing(spec.name, ids, deleted)[: count - len(found)]
+            if len(found) >= count:
+                return found
+        if len(found) < count:
+            extra = [i for i in self._scan(spec.name, count, deleted) if i not in set(found)]
+            found += extra[: count - len(found)]
+        return found
+
+    def _sample(self, last: int, want: int) -> list[int]:
+        if want >= last:
+            return list(range(1, last + 1))
+        return self.rng.sample(range(1, last + 1), want)
+
+    def _existing(self, table: str, ids: list[str], deleted: bool | None) -> list[str]:
+        if not ids:
+            return []
+        cur = self.store.read_cursor()
+        try:
+            clause = "" if deleted is None else f" AND IsDeleted = {'true' if deleted else 'false'}"
+            cur.register("__pick", _id_table(ids))
+            rows = cur.execute(
+                f'SELECT Id FROM "{table}" WHERE Id IN (SELECT Id FROM __pick){clause}'
+            ).fetchall()
+        finally:
+            cur.close()
+        present = {r[0] for r in rows}
+        return [i for i in ids if i in present]
+
+    def _scan(self, table: str, count: int, deleted: bool | None) -> list[str]:
+        cur = self.store.read_cursor()
+        try:
+            where = (
+                "" if deleted is None else f" WHERE IsDeleted = {'true' if deleted else 'false'}"
+            )
+            rows = cur.execute(f'SELECT Id FROM "{table}"{where} LIMIT ?', [count]).fetchall()
+        finally:
+            cur.close()
+        return [r[0] for r in rows]
+
+    def _random_user(self) -> str:
+        picked = self.random_ids("User", 1)
+        return picked[0] if picked else self.store.integration_user_id
+
+    # ------------------------------------------------------------------ values
+
+    def _weighted(self, weights: Mapping[str, float]) -> str:
+        names = [k for k, v in weights.items() if v > 0]
+        return self.rng.choices(names, [weights[k] for k in names])[0]
+
+    def _one(self, object: str) -> str | None:
+        picked = self.random_ids(object, 1)
+        return picked[0] if picked else None
+
+    def _today(self) -> Any:
+        return self.store.clock.now().date()
+
+    def _create_values(self, obj: str) -> dict[str, Any]:
+        r = self.rng
+        first, last = r.choice(FIRST_NAMES), r.choice(LAST_NAMES)
+        company = f"{r.choice(COMPANY_A)} {r.choice(COMPANY_B)}"
+        if obj == "Account":
+            return {
+                "Name": f"{company} {r.randrange(10**4)}",
+                "Industry": "Technology",
+                "BillingCity": "Austin",
+                "AnnualRevenue": r.randrange(10**5, 10**8),
+            }
+        if obj in ("Contact", "Lead"):
+            values: dict[str, Any] = {
+                "FirstName": first,
+                "LastName": last,
+                "Email": f"{first}.{last}.{r.randrange(10**6)}@example.com".lower(),
+                "LeadSource": r.choice(LEAD_SOURCES),
+            }
+            if obj == "Contact":
+                values["AccountId"] = self._one("Account")
+            else:
+                values["Company"] = company
+            return values
+        if obj == "Opportunity":
+            stage = r.choice(list(OPPORTUNITY_STAGES)[:8])
+            return {
+                "Name": f"{company} - new deal",
+                "AccountId": self._one("Account"),
+                "StageName": stage,
+                "Amount": round(r.lognormvariate(10.2, 1.0), -2),
+                "CloseDate": self._today() + timedelta(days=r.randrange(10, 200)),
+                "LeadSource": r.choice(LEAD_SOURCES),
+            }
+        if obj == "OpportunityLineItem":
+            opp = self._one("Opportunity")
+            if opp is None:
+                raise StoreError("no Opportunity to attach a line item to", "NOT_FOUND")
+            return {
+                "OpportunityId": opp,
+                "Product2Id": idmod.make_id("01t", r.randrange(1, 11)),
+                "Quantity": r.randrange(1, 20),
+                "UnitPrice": r.choice([250, 1200, 4800, 9900]),
+            }
+        if obj == "Task":
+            return {
+                "Subject": r.choice(TASK_SUBJECTS),
+                "WhatId": self._one("Opportunity"),
+                "WhoId": self._one("Contact"),
+                "ActivityDate": self._today() + timedelta(days=r.randrange(0, 14)),
+                "Priority": r.choice(TASK_PRIORITIES),
+            }
+        if obj == "Event":
+            start = self.store.clock.now().replace(microsecond=0) + timedelta(
+                hours=r.randrange(1, 200)
+            )
+            return {
+                "Subject": r.choice(EVENT_SUBJECTS),
+                "WhatId": self._one("Account"),
+                "StartDateTime": start,
+                "DurationInMinutes": r.choice([30, 60]),
+            }
+        if obj == "User":
+            alias = f"u{r.randrange(10**6)}"
+            return {
+                "LastName": last,
+                "FirstName": first,
+                "Alias": alias,
+                "Username": f"{alias}@example.com",
+                "Email": f"{alias}@example.com",
+                "TimeZoneSidKey": "Europe/London",
+            }
+        raise StoreError(f"traffic cannot create {obj}", "INVALID_TYPE")
+
+    def _update_values(self, obj: str) -> dict[str, Any]:
+        r = self.rng
+        if obj == "Opportunity":
+            choice = r.randrange(5)
+            if choice == 0:
+                return {"StageName": r.choice(list(OPPORTUNITY_STAGES))}
+            if choice == 1:
+                return {"Amount": round(r.lognormvariate(10.2, 1.0), -2)}
+            if choice == 2:
+                return {"CloseDate": self._today() + timedelta(days=r.randrange(-10, 120))}
+            if choice == 3:
+                return {"NextStep": None, "Description": r.choice(["Champion left", None])}
+            return {"StageName": "Closed Won", "Amount": round(r.lognormvariate(10.2, 1.0), -2)}
+        if obj == "Account":
+            return r.choice(
+                [
+                    {"Phone": f"(555) {r.randrange(10**7):07d}"},
+                    {"Rating": r.choice(["Hot", "Warm", "Cold", None])},
+                    {"BillingCity": r.choice(["Paris", "Oslo", "Lima"])},
+                    {"AnnualRevenue": r.randrange(10**5, 10**8)},
+                ]
+            )
+        if obj in ("Contact", "Lead"):
+            return r.choice(
+                [
+                    {"Email": f"moved.{r.randrange(10**6)}@example.com"},
+                    {"LastName": r.choice(LAST_NAMES)},
+                    {"Phone": None},
+                    {"Title": r.choice(["CEO", "CTO", "Buyer"])},
+                ]
+            )
+        if obj == "OpportunityLineItem":
+            return r.choice(
+                [{"Quantity": r.randrange(1, 50)}, {"UnitPrice": r.choice([99, 720, 1500])}]
+            )
+        if obj == "Task":
+            return r.choice(
+                [
+                    {"Status": "Completed"},
+                    {"Priority": r.choice(TASK_PRIORITIES)},
+                    {"Description": r.choice(["Left voicemail", None])},
+                ]
+            )
+        if obj == "Event":
+            return r.choice(
+                [
+                    {"DurationInMinutes": r.choice([15, 45, 90])},
+                    {"Location": r.choice(["Zoom", "HQ", None])},
+                ]
+            )
+        if obj == "User":
+            return {"Title": r.choice(["AE", "Senior AE", "Sales Manager"])}
+        return {}
+
+    def _automation_values(self, obj: str) -> dict[str, Any]:
+        """What a flow/trigger would set after a user edit."""
+        r = self.rng
+        return {
+            "Opportunity": {"Region__c": r.choice(["AMER", "EMEA", "APAC", "LATAM"])},
+            "Account": {"Customer_Tier__c": r.choice(["Tier 1", "Tier 2", "Tier 3"])},
+            "Contact": {"Contact_Score__c": float(r.randrange(100))},
+            "Lead": {"Lead_Score__c": float(r.randrange(100))},
+            "OpportunityLineItem": {"Line_Type__c": r.choice(["New", "Renewal", "Upsell"])},
+            "Task": {"Outcome__c": r.choice(["Connected", "No Answer"])},
+            "Event": {"Meeting_Outcome__c": r.choice(["Held", "No Show"])},
+            "User": {"Sales_Team__c": r.choice(["Enterprise", "SMB"])},
+        }.get(obj, {})
+
+    def _bulk_field(self, obj: str) -> str:
+        spec = self.store.schema.get(obj)
+        for name in ("Description", "NextStep", "Title", "Subject"):
+            if spec.has_field(name) and spec.field(name).updateable:
+                return name
+        raise StoreError(f"no text field to bulk-update on {obj}", "INVALID_FIELD")
+
+
+def _id_table(ids: list[str]) -> pa.Table:
+    return pa.table({"Id": pa.array(ids, pa.string())})

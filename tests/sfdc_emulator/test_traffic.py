@@ -1,0 +1,74 @@
+"""Live traffic: mix, automation follow-ups, thread lifecycle, admin one-shots."""
+
+from __future__ import annotations
+
+import time
+
+from sfdc_emulator import cdc
+from sfdc_emulator.store import OrgStore
+from sfdc_emulator.traffic import Mix, TrafficGenerator
+
+
+def _headers(store: OrgStore, after: int = 0) -> list[dict]:
+    return [
+        cdc.decode(store.schema_json(e.schema_id), e.payload)["ChangeEventHeader"]
+        for e in store.events_after(after, None, 100_000)
+    ]
+
+
+def test_steps_commit_a_mix_of_changes_that_all_decode(store: OrgStore) -> None:
+    traffic = TrafficGenerator(store, rate=0, seed=5, mix=Mix(automation_share=0))
+    for _ in range(150):
+        traffic.step()
+    kinds = {h["changeType"] for h in _headers(store)}
+    assert {"CREATE", "UPDATE", "DELETE"} <= kinds
+
+
+def test_automation_follow_up_changes_system_modstamp_only(store: OrgStore) -> None:
+    traffic = TrafficGenerator(
+        store, rate=0, seed=7, mix=Mix(ops={"update": 1.0}, objects={"Opportunity": 1.0},
+                                       automation_share=1.0, automation_delay=(0.0, 0.0))
+    )  # fmt: skip
+    result = traffic.step()
+    assert result is not None
+    record = result.ids[0]
+    before = store.get("Opportunity", record)
+    store.clock.advance(2)
+    traffic._run_due_automation()
+    after = store.get("Opportunity", record)
+    assert after["LastModifiedDate"] == before["LastModifiedDate"]
+    assert after["SystemModstamp"] > before["SystemModstamp"]
+    last = _headers(store)[-1]
+    assert last["commitUser"] == store.automation_user_id
+    assert last["recordIds"] == [record]
+
+
+def test_thread_runs_at_roughly_the_rate_and_stops(store: OrgStore) -> None:
+    traffic = TrafficGenerator(store, rate=40, seed=1)
+    traffic.start()
+    time.sleep(1.0)
+    traffic.stop()
+    assert not traffic.running
+    done = store.latest_replay_id()
+    assert 10 <= done <= 120
+    time.sleep(0.2)
+    assert store.latest_replay_id() == done
+
+
+def test_admin_one_shots(store: OrgStore) -> None:
+    traffic = TrafficGenerator(store, rate=0, seed=2)
+    updated = traffic.update("Opportunity", 3)
+    assert len(updated.ids) == 3
+    deleted = traffic.delete("Task", 2)
+    assert all(store.get("Task", i)["IsDeleted"] for i in deleted.ids)
+    restored = traffic.undelete("Task", 1)
+    assert not store.get("Task", restored.ids[0])["IsDeleted"]
+    purged = traffic.purge("Lead", 1)
+    assert store.get("Lead", purged.ids[0]) is None and purged.replay_ids == []
+    gap = traffic.gap("Account", 2)
+    assert _headers(store, gap.replay_ids[0] - 1)[0]["changeType"] == "GAP_UPDATE"
+    bulk = traffic.overflow("Event", 50)
+    assert len(bulk.ids) == 50
+    headers = _headers(store, bulk.replay_ids[0] - 1)
+    assert {h["changeType"] for h in headers} <= {"UPDATE", "CREATE"}
+    assert {h["changeOrigin"] for h in headers} == {"com/salesforce/api/bulkapi/59.0"}
