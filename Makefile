@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint test test-fast demo bench-engine bench-emulator clean
+.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -34,8 +34,11 @@ test-fast: setup
 	$(PY) -m pytest -x -q -m "not slow"
 
 demo: setup
-	$(PY) -m sfdc_emulator serve --state-dir $(DEMO_DIR)/org --scale small --traffic 2 \
-		--info-file $(DEMO_DIR)/emulator.json
+	$(PY) scripts/demo.py --dir $(DEMO_DIR)
+
+# Regenerate the Pub/Sub gRPC code from sfdc_emulator/pubsub/pubsub_api.proto (committed).
+proto: setup
+	$(PY) -m sfdc_emulator.pubsub.generate
 
 bench-emulator: setup
 	$(PY) -m bench.emulator
