@@ -1,0 +1,94 @@
+"""`make demo` (scripts/demo.py): the emulator and `dagster dev` come up and go down together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUERY = b'{"query": "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"}'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int) -> dict | None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=QUERY,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_demo_serves_the_emulator_and_loads_the_code_location_then_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "scripts/demo.py",
+            "--dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--scale",
+            "tiny",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        answer = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            answer = _graphql(port)
+            if answer and answer["data"]["repositoriesOrError"].get("nodes"):
+                break
+            time.sleep(1)
+        assert answer is not None, "dagster dev never answered GraphQL"
+        assert answer["data"]["repositoriesOrError"]["nodes"], answer
+
+        info = json.loads((tmp_path / "emulator.json").read_text())
+        env_file = (tmp_path / ".env").read_text()
+        assert f"SFDC_EMULATOR_INFO={tmp_path / 'emulator.json'}" in env_file
+        assert "SFDC_ENV=local" in env_file
+        assert info["instance_url"].startswith("https://127.0.0.1:")
+        host, grpc_port = info["pubsub_target"].rsplit(":", 1)
+        with socket.create_connection((host, int(grpc_port))):
+            pass  # the gRPC port accepts connections
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    text = out.decode(errors="replace")
+    assert "Salesforce emulator (REST/Bulk)" in text
+    assert "Dagster UI" in text
+    # Nothing of the demo is left running: the emulator released its org.
+    from sfdc_emulator.store import OrgStore
+
+    OrgStore(tmp_path / "org").close()
