@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator clean
+.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator bench-extraction clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -42,6 +42,9 @@ proto: setup
 
 bench-emulator: setup
 	$(PY) -m bench.emulator
+
+bench-extraction: setup
+	$(PY) -m bench.extraction
 
 bench-engine: setup
 	$(PY) -m bench.engine

@@ -1,0 +1,69 @@
+"""Errors raised by the Salesforce extraction layer.
+
+Every error names what failed (object, job, topic) and what to do next; none carries a
+token, a key or a field value.
+"""
+
+from __future__ import annotations
+
+
+class SalesforceError(Exception):
+    """Base class of every extraction error."""
+
+
+class AuthError(SalesforceError):
+    """The token endpoint refused our credentials (JWT bearer or client credentials)."""
+
+
+class InvalidIdentifierError(SalesforceError, ValueError):
+    """An object or field name that is not a valid Salesforce API name reached SOQL."""
+
+
+class ApiCallError(SalesforceError):
+    """A REST/Bulk call failed with a Salesforce error that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int | None = None, error_code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+class TransientApiError(ApiCallError):
+    """A failure worth retrying with backoff: 503, concurrent-request limit, UNAVAILABLE."""
+
+
+class BudgetExhaustedError(SalesforceError):
+    """The configured share of the org's API limits is spent; work is refused, not queued.
+
+    Runbook: wait for the rolling 24 h window to free capacity, or raise
+    ``SFDC_API_BUDGET_PCT`` if the org has headroom (docs/extraction.md, "API budget").
+    """
+
+
+class BulkJobFailedError(SalesforceError):
+    """A Bulk 2.0 query job ended Failed or Aborted."""
+
+
+class WindowTooLargeError(SalesforceError):
+    """A backfill window cannot be split further (one Id range still over the row cap)."""
+
+
+class PubSubError(SalesforceError):
+    """A Pub/Sub API call failed; ``error_code`` is Salesforce's ``error-code`` trailer."""
+
+    def __init__(self, message: str, *, status: str = "", error_code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+class ReplayIdExpiredError(PubSubError):
+    """The stored replay id is outside the 72 h retention window or unknown to the org.
+
+    Recovery (DESIGN §5): resubscribe at LATEST, then re-backfill from the last applied
+    commit time minus a margin; the version rule reconciles the overlap.
+    """
+
+
+class SchemaNotFoundError(PubSubError):
+    """An event referenced a schema id that GetSchema could not resolve."""
