@@ -1,0 +1,16 @@
+{#
+    `stagename as StageName, ...` for a list of Salesforce API names: the engine's columns
+    are the lower-cased API names, the legacy tables used the API names themselves.
+    Unquoted aliases keep DuckDB's case as written and fold to upper case in Snowflake,
+    which is what the old Snowflake replication produced (STAGENAME).
+#}
+{% macro salesforce_api_columns(api_names) -%}
+    {%- for api_name in api_names %}
+        {%- if api_name == 'IsDeleted' %}
+        is_deleted as IsDeleted
+        {%- else %}
+        {{ api_name | lower }} as {{ api_name }}
+        {%- endif %}
+        {{- "," if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}

@@ -1,0 +1,60 @@
+{{ config(alias='CONTACT') }}
+
+{%- set salesforce_fields = [
+    'Id',
+    'IsDeleted',
+    'MasterRecordId',
+    'AccountId',
+    'LastName',
+    'FirstName',
+    'Salutation',
+    'Name',
+    'MailingStreet',
+    'MailingCity',
+    'MailingState',
+    'MailingPostalCode',
+    'MailingCountry',
+    'MailingLatitude',
+    'MailingLongitude',
+    'Phone',
+    'MobilePhone',
+    'Email',
+    'Title',
+    'Department',
+    'LeadSource',
+    'Birthdate',
+    'Description',
+    'ReportsToId',
+    'HasOptedOutOfEmail',
+    'DoNotCall',
+    'OwnerId',
+    'CreatedDate',
+    'CreatedById',
+    'LastModifiedDate',
+    'LastModifiedById',
+    'SystemModstamp',
+    'Preferred_Language__c',
+    'Contact_Score__c',
+] -%}
+
+with
+
+source as (
+
+    select * from {{ source('salesforce', 'contact') }}
+
+),
+
+final as (
+
+    select
+        {{ salesforce_api_columns(salesforce_fields) }}
+
+    from source
+    {%- if not var('legacy_include_deleted') %}
+    where not is_deleted
+    {%- endif %}
+
+)
+
+select * from final

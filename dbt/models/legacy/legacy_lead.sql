@@ -1,0 +1,66 @@
+{{ config(alias='LEAD') }}
+
+{%- set salesforce_fields = [
+    'Id',
+    'IsDeleted',
+    'MasterRecordId',
+    'LastName',
+    'FirstName',
+    'Salutation',
+    'Name',
+    'Title',
+    'Company',
+    'Street',
+    'City',
+    'State',
+    'PostalCode',
+    'Country',
+    'Latitude',
+    'Longitude',
+    'Phone',
+    'MobilePhone',
+    'Email',
+    'Website',
+    'Description',
+    'LeadSource',
+    'Status',
+    'Industry',
+    'Rating',
+    'AnnualRevenue',
+    'NumberOfEmployees',
+    'OwnerId',
+    'IsConverted',
+    'ConvertedDate',
+    'ConvertedAccountId',
+    'ConvertedContactId',
+    'ConvertedOpportunityId',
+    'IsUnreadByOwner',
+    'CreatedDate',
+    'CreatedById',
+    'LastModifiedDate',
+    'LastModifiedById',
+    'SystemModstamp',
+    'Lead_Score__c',
+] -%}
+
+with
+
+source as (
+
+    select * from {{ source('salesforce', 'lead') }}
+
+),
+
+final as (
+
+    select
+        {{ salesforce_api_columns(salesforce_fields) }}
+
+    from source
+    {%- if not var('legacy_include_deleted') %}
+    where not is_deleted
+    {%- endif %}
+
+)
+
+select * from final

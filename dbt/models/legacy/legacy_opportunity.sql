@@ -1,0 +1,56 @@
+{{ config(alias='OPPORTUNITY') }}
+
+{%- set salesforce_fields = [
+    'Id',
+    'IsDeleted',
+    'AccountId',
+    'IsPrivate',
+    'Name',
+    'Description',
+    'StageName',
+    'Amount',
+    'Probability',
+    'ExpectedRevenue',
+    'TotalOpportunityQuantity',
+    'CloseDate',
+    'Type',
+    'NextStep',
+    'LeadSource',
+    'IsClosed',
+    'IsWon',
+    'ForecastCategoryName',
+    'OwnerId',
+    'CreatedDate',
+    'CreatedById',
+    'LastModifiedDate',
+    'LastModifiedById',
+    'SystemModstamp',
+    'FiscalQuarter',
+    'FiscalYear',
+    'Discount_Percent__c',
+    'Competitor__c',
+    'Contract_Term_Months__c',
+    'Region__c',
+] -%}
+
+with
+
+source as (
+
+    select * from {{ source('salesforce', 'opportunity') }}
+
+),
+
+final as (
+
+    select
+        {{ salesforce_api_columns(salesforce_fields) }}
+
+    from source
+    {%- if not var('legacy_include_deleted') %}
+    where not is_deleted
+    {%- endif %}
+
+)
+
+select * from final

@@ -1,0 +1,86 @@
+with
+
+accounts as (
+
+    select * from {{ ref('stg_salesforce__account') }}
+
+),
+
+users as (
+
+    select * from {{ ref('stg_salesforce__user') }}
+
+),
+
+contacts as (
+
+    select * from {{ ref('stg_salesforce__contact') }}
+
+),
+
+opportunities as (
+
+    select * from {{ ref('stg_salesforce__opportunity') }}
+
+),
+
+contact_counts as (
+
+    select
+        account_id,
+        count(*) as contact_count
+    from contacts
+    where account_id is not null
+    group by 1
+
+),
+
+opportunity_summary as (
+
+    select
+        account_id,
+        count(case when not is_closed then 1 end) as open_opportunity_count,
+        coalesce(sum(case when not is_closed then amount end), 0) as open_pipeline_amount,
+        count(case when is_won then 1 end) as won_opportunity_count,
+        coalesce(sum(case when is_won then amount end), 0) as won_amount,
+        max(case when is_won then close_date end) as last_won_date
+    from opportunities
+    where account_id is not null
+    group by 1
+
+),
+
+final as (
+
+    select
+        accounts.account_id,
+        accounts.account_name,
+        accounts.account_type,
+        accounts.industry,
+        accounts.rating,
+        accounts.customer_tier,
+        accounts.annual_revenue,
+        accounts.number_of_employees,
+        accounts.billing_country,
+        accounts.billing_state,
+        accounts.billing_city,
+        accounts.parent_id as parent_account_id,
+        accounts.owner_id,
+        users.user_name as owner_name,
+        coalesce(contact_counts.contact_count, 0) as contact_count,
+        coalesce(opportunity_summary.open_opportunity_count, 0) as open_opportunity_count,
+        coalesce(opportunity_summary.open_pipeline_amount, 0) as open_pipeline_amount,
+        coalesce(opportunity_summary.won_opportunity_count, 0) as won_opportunity_count,
+        coalesce(opportunity_summary.won_amount, 0) as won_amount,
+        opportunity_summary.last_won_date,
+        accounts.created_date,
+        accounts.synced_at
+
+    from accounts
+    left join users on accounts.owner_id = users.user_id
+    left join contact_counts on accounts.account_id = contact_counts.account_id
+    left join opportunity_summary on accounts.account_id = opportunity_summary.account_id
+
+)
+
+select * from final

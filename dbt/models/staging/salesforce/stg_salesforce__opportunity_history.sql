@@ -1,0 +1,48 @@
+with
+
+source as (
+
+    select * from {{ source('salesforce_history', 'opportunity') }}
+
+),
+
+renamed as (
+
+    select
+
+        ---------- ids
+        id as opportunity_id,
+        accountid as account_id,
+        ownerid as owner_id,
+        ---------- text
+        name as opportunity_name,
+        stagename as stage_name,
+        type as opportunity_type,
+        forecastcategoryname as forecast_category_name,
+        region__c as region,
+        ---------- numerics
+        amount,
+        probability,
+        expectedrevenue as expected_revenue,
+        discount_percent__c as discount_percent,
+        ---------- booleans
+        isclosed as is_closed,
+        iswon as is_won,
+        -- deleted versions are kept: "as of" a date after a delete must say so
+        is_deleted,
+        is_current,
+        ---------- dates
+        closedate as close_date,
+        ---------- timestamps
+        valid_from,
+        valid_to,
+        systemmodstamp as system_modstamp,
+        ---------- sync metadata
+        _version as sync_version,
+        _synced_at as synced_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,135 @@
+"""The dbt project (dbt/) as Dagster assets: staging views, marts and legacy views.
+
+Sources map to the sync engine's assets (`["salesforce", "current", <object>]` and
+`["salesforce", "scd2", <object>]`, set in dbt/models/staging/salesforce/__sources.yml), so
+lineage runs from Salesforce to the marts without a gap. dbt tests become asset checks;
+error-severity tests (keys, uniqueness, relationships) are blocking, warn-severity ones
+(picklist drift) are not.
+
+Loading cost: importing this module costs the `dagster_dbt` import (~1.7 s) and reading
+dbt_project.yml, nothing more: no dbt parse, no manifest read, no warehouse connection.
+The manifest is read when `dbt_definitions()` is first called. `dagster dev` re-parses on
+every load (`prepare_if_dev`); elsewhere a missing manifest is built once with `dbt parse`
+(~4 s) and reused; deployments build it ahead (`dagster-dbt project prepare-and-package
+--file sfdc_assets/dbt_assets.py` or `dbt parse`, see docs/dbt.md).
+"""
+
+import functools
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
+DBT_ASSETS_NAME = "sfdc_dbt"
+# Model folder (= its schema) -> Dagster group.
+GROUPS = {"staging": "staging", "marts": "marts", "legacy": "legacy"}
+DUCKDB_PATH_VAR = "WAREHOUSE_DUCKDB_PATH"
+# The dbt installed beside this interpreter: `.venv/bin/dagster dev` does not put .venv/bin
+# on PATH, where dagster-dbt looks for `dbt` by default.
+_VENV_DBT = Path(sys.executable).with_name("dbt")
+DBT_EXECUTABLE = str(_VENV_DBT) if _VENV_DBT.exists() else "dbt"
+
+
+def dbt_target(environ: Mapping[str, str] = os.environ) -> str:
+    """The dbt target for this environment: `SFDC_ENV` (`local` by default, or `prod`)."""
+    return environ.get("SFDC_ENV", "local") or "local"
+
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, target=dbt_target())
+
+
+class SfdcDbtTranslator(DagsterDbtTranslator):
+    """Models keyed `[<schema>, <relation name>]` in the group of their folder.
+
+    Sources keep the asset key from their `meta.dagster.asset_key` (the engine's assets).
+    A model's key is its relation: `["marts", "fct_pipeline"]`, `["legacy", "OPPORTUNITY"]`.
+    """
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        """Sources: their configured key; models: schema folder + alias."""
+        if dbt_resource_props["resource_type"] != "model":
+            return super().get_asset_key(dbt_resource_props)
+        folder = _folder(dbt_resource_props)
+        name = dbt_resource_props.get("alias") or dbt_resource_props["name"]
+        return dg.AssetKey([folder, name] if folder else [name])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        """staging / marts / legacy, from the model's folder."""
+        if dbt_resource_props["resource_type"] != "model":
+            return super().get_group_name(dbt_resource_props)
+        return GROUPS.get(_folder(dbt_resource_props) or "", "dbt")
+
+
+def _folder(dbt_resource_props: Mapping[str, Any]) -> str | None:
+    # fqn = [project, folder, ..., model name]
+    fqn = dbt_resource_props.get("fqn") or []
+    return fqn[1] if len(fqn) > 2 else None
+
+
+def warehouse_env(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """Environment overrides that make dbt open the engine's DuckDB file.
+
+    `WAREHOUSE_DUCKDB_PATH` is relative to where Dagster runs (the repo root, as for
+    `DuckDBWarehouse.from_env`), but dagster-dbt starts dbt inside dbt/, so a relative
+    path would name a different file. Returns the absolute path, or nothing to change.
+    """
+    path = environ.get(DUCKDB_PATH_VAR)
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return {}
+    return {DUCKDB_PATH_VAR: str((cwd / path).resolve())}
+
+
+def dbt_resource() -> DbtCliResource:
+    """The `dbt` resource: the project, with the target from `SFDC_ENV`."""
+    return DbtCliResource(
+        project_dir=dbt_project, target=dbt_target(), dbt_executable=DBT_EXECUTABLE
+    )
+
+
+def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
+    """The `@dbt_assets` definition of every model (and its tests as checks)."""
+
+    @dbt_assets(
+        manifest=manifest,
+        project=dbt_project,
+        name=DBT_ASSETS_NAME,
+        dagster_dbt_translator=SfdcDbtTranslator(
+            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+        ),
+    )
+    def sfdc_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        os.environ.update(warehouse_env(os.environ, Path.cwd()))
+        yield from dbt.cli(["build"], context=context).stream()
+
+    return sfdc_dbt
+
+
+def ensure_manifest(project: DbtProject = dbt_project) -> Path:
+    """The manifest path, running `dbt parse` first under `dagster dev` or when it is missing.
+
+    This is `DbtProject.prepare_if_dev()` plus "build once if absent", run with
+    DBT_EXECUTABLE (the default preparer looks `dbt` up on PATH only).
+    """
+    if project.preparer.using_dagster_dev() or not project.manifest_path.exists():
+        dbt_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project.manifest_path
+
+
+@functools.cache
+def dbt_definitions() -> dg.Definitions:
+    """The dbt assets, their checks and the `dbt` resource (built once per process)."""
+    return dg.Definitions(
+        assets=[build_dbt_assets(ensure_manifest())],
+        resources={"dbt": dbt_resource()},
+    )
