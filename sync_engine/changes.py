@@ -1,0 +1,371 @@
+"""The change model: one row per (observed change, record id), and how it is versioned.
+
+A change batch is an Arrow table with `META_SCHEMA`'s columns, then `is_deleted`, then one
+typed column per field of the object (`batch_schema(spec)`). The builders below make rows
+from what the clients observe (a CDC event, a Bulk/REST snapshot row, a detected delete),
+so every producer computes `change_id` and `version` the same way (DESIGN §4).
+
+Version: a fixed-width string whose byte order is the total order of §4.
+
+    event:    <ms:15><0><sha1(transactionKey):16><sequenceNumber:10><replay id hex:32><cid:8>
+    snapshot: <ms:15><1><content hash:16><cid:8>
+
+`ms` is the commit timestamp (events) or clamp(R - 1, S*1000, S*1000 + 999) (snapshots);
+`1` after the ms makes a snapshot beat an event on an exact tie; `cid` (8 hex of the
+change id) makes two different changes of one record never tie, so the fold never depends
+on arrival order. transactionKey is hashed to a fixed width: its own order is arbitrary
+anyway, only equality (same transaction -> sequenceNumber decides) carries meaning.
+
+change_id: CDC = hash(event uuid, record id); snapshot = hash(record id, version ms,
+content hash). The version ms stands in for SystemModstamp: it *is* SystemModstamp's second
+unless the read started inside that second, and then two reads of the same content are
+different observations (different versions), so they must not share an id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
+
+SOURCES = ("cdc", "bulk", "rest", "delete_scan")
+CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT")
+GAP_PREFIX = "GAP_"
+# Change types that set every field (DESIGN §4); UPDATE sets changed + nulled fields and
+# DELETE only IsDeleted.
+FULL_CHANGE_TYPES = ("CREATE", "UNDELETE", "SNAPSHOT")
+
+_MS_WIDTH = 15  # epoch ms up to year 33658
+_SEQ_WIDTH = 10  # sequenceNumber is an Avro int (< 2**31)
+_REPLAY_HEX_WIDTH = 32  # Pub/Sub replay ids are opaque bytes; 16 bytes covers them
+EPOCH = dt.datetime(1970, 1, 1)
+
+META_SCHEMA = pa.schema(
+    [
+        pa.field("change_id", pa.string(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("change_type", pa.string(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("version_ts", pa.timestamp("us"), nullable=False),
+        pa.field("commit_ts", pa.timestamp("us")),
+        pa.field("system_modstamp", pa.timestamp("us")),
+        pa.field("transaction_key", pa.string()),
+        pa.field("sequence_number", pa.int64()),
+        pa.field("replay_id", pa.string()),
+        pa.field("schema_id", pa.string()),
+        pa.field("set_fields", pa.list_(pa.string()), nullable=False),
+        pa.field("payload", pa.string()),
+        pa.field("batch_id", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us")),
+        pa.field("change_date", pa.date32(), nullable=False),
+    ]
+)
+
+
+def batch_schema(spec: ObjectSpec) -> pa.Schema:
+    """The Arrow schema of a change batch for `spec`."""
+    fields = [pa.field(IS_DELETED_COLUMN, pa.bool_())]
+    fields += [pa.field(f.column, f.wtype.arrow()) for f in spec.fields]
+    return pa.schema([*META_SCHEMA, *fields])
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def ms_of(ts: dt.datetime) -> int:
+    """Epoch milliseconds of a naive-UTC or aware datetime."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    return (ts - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def ts_of(ms: int) -> dt.datetime:
+    """Naive-UTC datetime of epoch milliseconds."""
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def snapshot_version_ms(read_started_ms: int, system_modstamp_ms: int) -> int:
+    """clamp(R - 1, S*1000, S*1000 + 999) with S = SystemModstamp's second (DESIGN §4)."""
+    s = system_modstamp_ms // 1000
+    return min(max(read_started_ms - 1, s * 1000), s * 1000 + 999)
+
+
+def _replay_hex(replay_id: bytes | int | str | None) -> str:
+    if replay_id is None:
+        return ""
+    if isinstance(replay_id, bytes):
+        return replay_id.hex()
+    if isinstance(replay_id, int):
+        return f"{replay_id:x}"
+    return replay_id.lower()
+
+
+def _check_ms(ms: int) -> None:
+    if not 0 <= ms < 10**_MS_WIDTH:
+        raise ValueError(f"version timestamp {ms} ms is outside the supported range")
+
+
+def event_version(
+    commit_ms: int,
+    transaction_key: str | None,
+    sequence_number: int | None,
+    replay_id: bytes | int | str | None,
+    change_id: str,
+) -> str:
+    """The sortable version of a CDC event row."""
+    _check_ms(commit_ms)
+    replay = _replay_hex(replay_id)
+    if len(replay) > _REPLAY_HEX_WIDTH:
+        raise ValueError(f"replay id longer than {_REPLAY_HEX_WIDTH // 2} bytes")
+    tk = hashlib.sha1((transaction_key or "").encode()).hexdigest()[:16]
+    return (
+        f"{commit_ms:0{_MS_WIDTH}d}0{tk}{(sequence_number or 0):0{_SEQ_WIDTH}d}"
+        f"{replay:0>{_REPLAY_HEX_WIDTH}}{change_id[:8]}"
+    )
+
+
+def snapshot_version(version_ms: int, content_hash: str, change_id: str) -> str:
+    """The sortable version of a snapshot row (beats an event of the same ms)."""
+    _check_ms(version_ms)
+    return f"{version_ms:0{_MS_WIDTH}d}1{content_hash[:16]}{change_id[:8]}"
+
+
+def version_ms(version: str) -> int:
+    """The millisecond part of a version."""
+    return int(version[:_MS_WIDTH])
+
+
+def cdc_change_id(event_uuid: str, record_id: str) -> str:
+    """Deterministic id of (CDC event, record): the same event always gives the same id."""
+    return _sha("cdc", event_uuid, record_id)[:32]
+
+
+def snapshot_change_id(record_id: str, version_ms_: int, content_hash_: str) -> str:
+    """Deterministic id of a snapshot observation (see the module docstring)."""
+    return _sha("snapshot", record_id, str(version_ms_), content_hash_)[:32]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value else "NaN"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def content_hash(spec: ObjectSpec, values: Mapping[str, Any], is_deleted: bool) -> str:
+    """Hash of a snapshot's content: every spec field (missing = null) and IsDeleted."""
+    body = {f.name: _canonical(values.get(f.name)) for f in spec.fields}
+    body[IS_DELETED_FIELD] = bool(is_deleted)
+    return _sha(json.dumps(body, sort_keys=True, default=str))
+
+
+def _payload(values: Mapping[str, Any], payload: str | None) -> str:
+    if payload is not None:
+        return payload
+    return json.dumps({k: _canonical(v) for k, v in values.items()}, sort_keys=True, default=str)
+
+
+def _row(
+    spec: ObjectSpec,
+    *,
+    change_id: str,
+    record_id: str,
+    source: str,
+    change_type: str,
+    version: str,
+    set_fields: Sequence[str],
+    values: Mapping[str, Any],
+    is_deleted: bool | None,
+    payload: str | None,
+    commit_ts: dt.datetime | None = None,
+    system_modstamp: dt.datetime | None = None,
+    transaction_key: str | None = None,
+    sequence_number: int | None = None,
+    replay_id: str | None = None,
+    schema_id: str | None = None,
+) -> dict[str, Any]:
+    vts = ts_of(version_ms(version))
+    row: dict[str, Any] = {
+        "change_id": change_id,
+        "record_id": record_id,
+        "source": source,
+        "change_type": change_type,
+        "version": version,
+        "version_ts": vts,
+        "commit_ts": commit_ts,
+        "system_modstamp": system_modstamp,
+        "transaction_key": transaction_key,
+        "sequence_number": sequence_number,
+        "replay_id": replay_id,
+        "schema_id": schema_id,
+        "set_fields": list(set_fields),
+        "payload": _payload(values, payload),
+        "batch_id": None,
+        "ingested_at": None,
+        "change_date": vts.date(),
+        IS_DELETED_COLUMN: is_deleted,
+    }
+    for f in spec.fields:
+        row[f.column] = values.get(f.name)
+    return row
+
+
+def cdc_change(
+    spec: ObjectSpec,
+    *,
+    event_uuid: str,
+    record_id: str,
+    change_type: str,
+    commit_ms: int,
+    transaction_key: str | None = None,
+    sequence_number: int | None = None,
+    replay_id: bytes | int | str | None = None,
+    values: Mapping[str, Any] | None = None,
+    changed_fields: Iterable[str] = (),
+    nulled_fields: Iterable[str] = (),
+    schema_id: str | None = None,
+    payload: str | None = None,
+) -> dict[str, Any]:
+    """One row for one record of a decoded CDC event.
+
+    CREATE/UNDELETE set every field (IsDeleted false); UPDATE sets changed + nulled fields
+    (nulled ones to null); DELETE sets only IsDeleted (true); GAP_* sets nothing and is
+    kept in raw only (the caller re-fetches those ids as snapshots).
+    """
+    values = dict(values or {})
+    change_id = cdc_change_id(event_uuid, record_id)
+    version = event_version(commit_ms, transaction_key, sequence_number, replay_id, change_id)
+    if change_type in ("CREATE", "UNDELETE"):
+        set_fields = [f.name for f in spec.fields] + [IS_DELETED_FIELD]
+        is_deleted: bool | None = False
+    elif change_type == "UPDATE":
+        nulled = list(nulled_fields)
+        set_fields = sorted({*changed_fields, *nulled} - {IS_DELETED_FIELD})
+        for name in nulled:
+            values[name] = None
+        is_deleted = None
+    elif change_type == "DELETE":
+        set_fields, is_deleted, values = [IS_DELETED_FIELD], True, {}
+    elif change_type.startswith(GAP_PREFIX):
+        set_fields, is_deleted, values = [], None, {}
+    else:
+        raise ValueError(f"unknown CDC change type {change_type!r}")
+    return _row(
+        spec,
+        change_id=change_id,
+        record_id=record_id,
+        source="cdc",
+        change_type=change_type,
+        version=version,
+        set_fields=set_fields,
+        values=values,
+        is_deleted=is_deleted,
+        payload=payload,
+        commit_ts=ts_of(commit_ms),
+        transaction_key=transaction_key,
+        sequence_number=sequence_number,
+        replay_id=_replay_hex(replay_id) or None,
+        schema_id=schema_id,
+    )
+
+
+def snapshot_change(
+    spec: ObjectSpec,
+    *,
+    record_id: str,
+    values: Mapping[str, Any],
+    system_modstamp: dt.datetime,
+    read_started_at: dt.datetime,
+    is_deleted: bool = False,
+    source: str = "bulk",
+    payload: str | None = None,
+) -> dict[str, Any]:
+    """One row for a record read by Bulk/REST (queryAll: deleted rows included)."""
+    if source not in ("bulk", "rest"):
+        raise ValueError(f"snapshot source must be bulk or rest, not {source!r}")
+    vms = snapshot_version_ms(ms_of(read_started_at), ms_of(system_modstamp))
+    chash = content_hash(spec, values, is_deleted)
+    change_id = snapshot_change_id(record_id, vms, chash)
+    return _row(
+        spec,
+        change_id=change_id,
+        record_id=record_id,
+        source=source,
+        change_type="SNAPSHOT",
+        version=snapshot_version(vms, chash, change_id),
+        set_fields=[f.name for f in spec.fields] + [IS_DELETED_FIELD],
+        values=values,
+        is_deleted=is_deleted,
+        payload=payload,
+        system_modstamp=system_modstamp,
+    )
+
+
+def deleted_change(
+    spec: ObjectSpec,
+    *,
+    record_id: str,
+    deleted_at: dt.datetime,
+    read_started_at: dt.datetime,
+) -> dict[str, Any]:
+    """A delete found by getDeleted or an Id-set diff: sets only IsDeleted, snapshot-ordered."""
+    vms = snapshot_version_ms(ms_of(read_started_at), ms_of(deleted_at))
+    chash = _sha("deleted")
+    change_id = snapshot_change_id(record_id, vms, chash)
+    return _row(
+        spec,
+        change_id=change_id,
+        record_id=record_id,
+        source="delete_scan",
+        change_type="DELETE",
+        version=snapshot_version(vms, chash, change_id),
+        set_fields=[IS_DELETED_FIELD],
+        values={},
+        is_deleted=True,
+        payload=json.dumps({"Id": record_id, "deletedDate": deleted_at.isoformat()}),
+        system_modstamp=deleted_at,
+    )
+
+
+def build_batch(
+    spec: ObjectSpec,
+    rows: Iterable[Mapping[str, Any]],
+    batch_id: str | None = None,
+) -> pa.Table:
+    """Assemble rows (from the builders above) into a typed change batch."""
+    rows = list(rows)
+    schema = batch_schema(spec)
+    columns = {name: [r.get(name) for r in rows] for name in schema.names}
+    if batch_id is not None:
+        columns["batch_id"] = [batch_id] * len(rows)
+    return pa.table(columns, schema=schema)
+
+
+def conform_batch(spec: ObjectSpec, batch: pa.Table) -> pa.Table:
+    """Cast a batch (Arrow, or `polars.DataFrame.to_arrow()`) to `batch_schema(spec)`.
+
+    Missing field columns become nulls (a describe that added a field after the batch was
+    read); unknown columns are dropped here and live on in `payload`.
+    """
+    schema = batch_schema(spec)
+    missing_meta = [f.name for f in META_SCHEMA if f.name not in batch.column_names]
+    missing_meta = [n for n in missing_meta if n not in ("batch_id", "ingested_at")]
+    if missing_meta:
+        raise ValueError(f"{spec.name} change batch lacks columns {missing_meta}")
+    arrays = []
+    for f in schema:
+        if f.name in batch.column_names:
+            arrays.append(batch.column(f.name).cast(f.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,145 @@
+"""Schema registry and evolution: what fields each object has, per describe.
+
+`sync_schema(warehouse, spec)` is called with every describe (DESIGN §5):
+- creates the object's tables in every layer if they do not exist;
+- records each field in `sfdc_meta.schema_registry` (first/last seen, removed);
+- a new field: adds its column to raw, current and scd2 (filling existing rows is a
+  column-only Bulk query, done by the caller);
+- a removed field: keeps its column and values (no data loss), marks it removed;
+- an incompatible type change (a different warehouse type): raises
+  `IncompatibleTypeChangeError` naming object, field, old and new type, before anything
+  is changed.
+It returns the spec to apply batches with: the described fields plus the removed ones,
+whose columns the merge must carry along untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from resources.warehouse import Warehouse
+from sync_engine.dialect import sql_for
+from sync_engine.spec import FieldSpec, ObjectSpec
+
+RUNBOOK = "docs/engine.md#incompatible-type-change"
+
+
+class IncompatibleTypeChangeError(RuntimeError):
+    """A field's type changed in a way the existing column cannot hold."""
+
+    def __init__(self, object_name: str, field_name: str, old: str, new: str) -> None:
+        self.object_name, self.field_name, self.old, self.new = object_name, field_name, old, new
+        super().__init__(
+            f"{object_name}.{field_name} changed type from {old} to {new}, which the existing "
+            f"column cannot hold. Batches for {object_name} are not merged until it is resolved; "
+            f"raw keeps capturing payloads. See {RUNBOOK}."
+        )
+
+
+@dataclass
+class SchemaChange:
+    """What one describe changed."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    created_tables: bool = False
+
+
+@dataclass
+class SyncedSchema:
+    """The result of `sync_schema`: the spec to merge with and what changed."""
+
+    spec: ObjectSpec
+    change: SchemaChange
+
+
+def _registered(warehouse: Warehouse, spec: ObjectSpec) -> list[tuple]:
+    sql = sql_for(warehouse)
+    s = warehouse.schema_names
+    return warehouse.query(
+        f"SELECT {sql.q('field_name')}, {sql.q('sf_type')}, {sql.q('warehouse_type')}, "
+        f"{sql.q('removed_at')} FROM {sql.t(s.meta, 'schema_registry')} "
+        f"WHERE {sql.q('object_name')} = '{spec.name}' ORDER BY {sql.q('first_seen_at')}, "
+        f"{sql.q('field_name')}"
+    )
+
+
+def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
+    """Create the schemas, meta tables and the object's layer tables if absent."""
+    sql = sql_for(warehouse)
+    s = warehouse.schema_names
+    warehouse.ensure_schemas()
+    warehouse.execute(sql.create_schema_registry(s))
+    warehouse.execute(sql.create_load_log(s))
+    warehouse.execute(sql.create_raw(spec, s))
+    warehouse.execute(sql.create_current(spec, s))
+    warehouse.execute(sql.create_history(spec, s))
+    if hasattr(sql, "create_history_index"):
+        warehouse.execute(sql.create_history_index(spec, s))
+    warehouse.execute(sql.create_quarantine(spec, s))
+
+
+def sync_schema(
+    warehouse: Warehouse, spec: ObjectSpec, *, now: dt.datetime | None = None
+) -> SyncedSchema:
+    """Record a describe, evolve the tables, and return the spec to merge with."""
+    sql = sql_for(warehouse)
+    s = warehouse.schema_names
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    change = SchemaChange()
+
+    warehouse.ensure_schemas()
+    warehouse.execute(sql.create_schema_registry(s))
+    registered = {r[0]: r for r in _registered(warehouse, spec)}
+    change.created_tables = not registered
+
+    # Refuse before changing anything: a type change must not half-apply.
+    for f in spec.fields:
+        old = registered.get(f.name)
+        if old is not None and old[2] != f.wtype.label():
+            raise IncompatibleTypeChangeError(spec.name, f.name, old[2], f.wtype.label())
+
+    ensure_tables(warehouse, spec)
+    reg = sql.t(s.meta, "schema_registry")
+    described = {f.name for f in spec.fields}
+    for f in spec.fields:
+        old = registered.get(f.name)
+        if old is None:
+            for schema in (s.raw, s.current, s.history):
+                warehouse.execute(
+                    sql.add_column(schema, spec.table, f.column, f.wtype.ddl(warehouse.dialect))
+                )
+            warehouse.execute(
+                f"INSERT INTO {reg} VALUES ('{spec.name}', '{f.name}', '{f.column}', "
+                f"'{f.sf_type.lower()}', '{f.wtype.label()}', {sql.ts(now)}, {sql.ts(now)}, NULL)"
+            )
+            if registered:
+                change.added.append(f.name)
+        elif old[3] is not None:
+            change.restored.append(f.name)
+    for name, row in registered.items():
+        if name not in described and row[3] is None:
+            change.removed.append(name)
+    warehouse.execute(
+        f"UPDATE {reg} SET {sql.q('last_seen_at')} = {sql.ts(now)}, {sql.q('removed_at')} = NULL "
+        f"WHERE {sql.q('object_name')} = '{spec.name}' AND {sql.q('field_name')} IN "
+        f"({', '.join(repr(n) for n in sorted(described)) or 'NULL'})"
+    )
+    if change.removed:
+        warehouse.execute(
+            f"UPDATE {reg} SET {sql.q('removed_at')} = {sql.ts(now)} "
+            f"WHERE {sql.q('object_name')} = '{spec.name}' AND {sql.q('field_name')} IN "
+            f"({', '.join(repr(n) for n in change.removed)})"
+        )
+    # Removed fields stay in the merge spec: their columns are carried along, never set.
+    kept = [FieldSpec(r[0], r[1]) for n, r in registered.items() if n not in described]
+    kept = [FieldSpec(f.name, f.sf_type, _scale(registered[f.name][2])) for f in kept]
+    return SyncedSchema(ObjectSpec(spec.name, (*spec.fields, *kept)), change)
+
+
+def _scale(label: str) -> int | None:
+    if label.startswith("decimal("):
+        return int(label.rstrip(")").split(",")[1])
+    return None

@@ -1,0 +1,485 @@
+"""The correctness SQL for Snowflake: raw append, fold, current and scd2 writes.
+
+The same statements, by the same names, as `duckdb_sql`, written for Snowflake (never
+transpiled). What differs: types (TIMESTAMP_NTZ, NUMBER, VARIANT, ARRAY), set_fields is an
+ARRAY tested with CONTAINS on its JSON text (ARRAY_CONTAINS is not runnable on fakesnow),
+`LAST_VALUE(x) IGNORE NULLS OVER`, `HASH`, `COUNT_IF`, QUALIFY with explicit
+`NULLS LAST` (Snowflake sorts NULLs first on DESC), no indexes (micro-partition pruning
+instead), and no MERGE at all: the writes are DELETE/UPDATE/INSERT inside BEGIN..COMMIT,
+which is atomic on Snowflake and runnable on fakesnow (which rejects MERGE inside BEGIN).
+Statement names follow the order `apply.apply_batch` runs them in; docs/engine.md walks
+through them.
+
+Temporary tables (all `sfdc_tmp_*`): stage (the loaded batch) -> batch (deduped by
+change_id) -> apply (not yet applied) -> touched (per record: version range, old version,
+late?) -> old (touched current rows) -> anchor (the scd2 row a late record is rebuilt
+from) -> seq (anchor + changes, per record) -> fold (state after every change) -> hist
+(the scd2 rows to write).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from resources.warehouse import SchemaNames, quote_identifier
+from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, RAW_META_COLUMNS, ObjectSpec
+
+DIALECT = "snowflake"
+
+
+def q(name: str) -> str:
+    """Quote an identifier."""
+    return quote_identifier(name, DIALECT)
+
+
+def t(schema: str, table: str) -> str:
+    """Qualified table name."""
+    return f"{q(schema)}.{q(table)}"
+
+
+def ts(value: dt.datetime) -> str:
+    """A naive-UTC timestamp literal."""
+    return f"'{value.isoformat(sep=' ')}'::TIMESTAMP_NTZ"
+
+
+def date(value: dt.date) -> str:
+    """A date literal."""
+    return f"DATE '{value.isoformat()}'"
+
+
+def id_list(ids: Sequence[str]) -> str:
+    """An IN-list of record ids (validated against RECORD_ID_RE by the caller).
+
+    Unused by apply_batch on Snowflake, which has no indexes: it joins the touched-id temp
+    table and relies on micro-partition pruning.
+    """
+    return ", ".join(f"'{i}'" for i in ids)
+
+
+def _cols(names: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{q(n)}" for n in names)
+
+
+def _field_ddl(spec: ObjectSpec) -> list[str]:
+    return [f"{q(f.column)} {f.wtype.snowflake()}" for f in spec.fields]
+
+
+_META_DDL = {
+    "change_id": "VARCHAR NOT NULL",
+    "record_id": "VARCHAR(18) NOT NULL",
+    "source": "VARCHAR NOT NULL",
+    "change_type": "VARCHAR NOT NULL",
+    "version": "VARCHAR NOT NULL",
+    "version_ts": "TIMESTAMP_NTZ NOT NULL",
+    "commit_ts": "TIMESTAMP_NTZ",
+    "system_modstamp": "TIMESTAMP_NTZ",
+    "transaction_key": "VARCHAR",
+    "sequence_number": "NUMBER(18,0)",
+    "replay_id": "VARCHAR",
+    "schema_id": "VARCHAR",
+    "set_fields": "ARRAY NOT NULL",
+    "payload": "VARIANT",
+    "batch_id": "VARCHAR",
+    "ingested_at": "TIMESTAMP_NTZ",
+    "change_date": "DATE NOT NULL",
+}
+
+
+def raw_columns(spec: ObjectSpec) -> list[str]:
+    """Raw's columns, in table order."""
+    return [*RAW_META_COLUMNS, IS_DELETED_COLUMN, *spec.columns]
+
+
+# -- DDL ----------------------------------------------------------------------------------
+
+
+def create_schema(schema: str) -> str:
+    """CREATE SCHEMA IF NOT EXISTS."""
+    return f"CREATE SCHEMA IF NOT EXISTS {q(schema)}"
+
+
+def create_raw(spec: ObjectSpec, s: SchemaNames) -> str:
+    """Raw: append-only, typed fields next to the payload as received."""
+    cols = [f"{q(c)} {d}" for c, d in _META_DDL.items()]
+    cols += [f"{q(IS_DELETED_COLUMN)} BOOLEAN", *_field_ddl(spec)]
+    return f"CREATE TABLE IF NOT EXISTS {t(s.raw, spec.table)} ({', '.join(cols)})"
+
+
+def create_current(spec: ObjectSpec, s: SchemaNames) -> str:
+    """Current: one row per Id (the PRIMARY KEY is informational on Snowflake)."""
+    cols = [f"{q('id')} VARCHAR(18) PRIMARY KEY", *_field_ddl(spec)]
+    cols += [
+        f"{q(IS_DELETED_COLUMN)} BOOLEAN NOT NULL",
+        f"{q('_version')} VARCHAR NOT NULL",
+        f"{q('_source')} VARCHAR NOT NULL",
+        f"{q('_synced_at')} TIMESTAMP_NTZ NOT NULL",
+    ]
+    return f"CREATE TABLE IF NOT EXISTS {t(s.current, spec.table)} ({', '.join(cols)})"
+
+
+def create_history(spec: ObjectSpec, s: SchemaNames) -> str:
+    """SCD2: one row per distinct version of a record."""
+    cols = [f"{q('id')} VARCHAR(18) NOT NULL", *_field_ddl(spec)]
+    cols += [
+        f"{q(IS_DELETED_COLUMN)} BOOLEAN NOT NULL",
+        f"{q('_version')} VARCHAR NOT NULL",
+        f"{q('_source')} VARCHAR NOT NULL",
+        f"{q('valid_from')} TIMESTAMP_NTZ NOT NULL",
+        f"{q('valid_to')} TIMESTAMP_NTZ",
+        f"{q('is_current')} BOOLEAN NOT NULL",
+        f"{q('_synced_at')} TIMESTAMP_NTZ NOT NULL",
+    ]
+    return f"CREATE TABLE IF NOT EXISTS {t(s.history, spec.table)} ({', '.join(cols)})"
+
+
+def create_quarantine(spec: ObjectSpec, s: SchemaNames) -> str:
+    """Quarantine: rows that failed validation, with the reason."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {t(s.quarantine, spec.table)} ("
+        f"{q('change_id')} VARCHAR, {q('record_id')} VARCHAR, {q('reason')} VARCHAR NOT NULL, "
+        f"{q('payload')} VARIANT, {q('batch_id')} VARCHAR, "
+        f"{q('quarantined_at')} TIMESTAMP_NTZ NOT NULL)"
+    )
+
+
+def create_schema_registry(s: SchemaNames) -> str:
+    """sfdc_meta.schema_registry: the fields of every object, per describe."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {t(s.meta, 'schema_registry')} ("
+        f"{q('object_name')} VARCHAR NOT NULL, {q('field_name')} VARCHAR NOT NULL, "
+        f"{q('column_name')} VARCHAR NOT NULL, {q('sf_type')} VARCHAR NOT NULL, "
+        f"{q('warehouse_type')} VARCHAR NOT NULL, {q('first_seen_at')} TIMESTAMP NOT NULL, "
+        f"{q('last_seen_at')} TIMESTAMP_NTZ NOT NULL, {q('removed_at')} TIMESTAMP_NTZ)"
+    )
+
+
+def create_load_log(s: SchemaNames) -> str:
+    """sfdc_meta.load_log: one row per applied batch; also the 'already applied' ledger."""
+    counts = ", ".join(f"{q(c)} NUMBER(18,0)" for c in LOAD_LOG_COUNTS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {t(s.meta, 'load_log')} ("
+        f"{q('batch_id')} VARCHAR NOT NULL, {q('object_name')} VARCHAR NOT NULL, "
+        f"{q('applied_at')} TIMESTAMP_NTZ NOT NULL, {counts})"
+    )
+
+
+LOAD_LOG_COUNTS = (
+    "changes",
+    "raw_inserted",
+    "applied",
+    "records",
+    "inserted",
+    "updated",
+    "deleted",
+    "noop",
+    "late",
+    "history_rows",
+)
+
+
+def add_column(schema: str, table: str, column: str, ddl_type: str) -> str:
+    """ALTER TABLE ... ADD COLUMN IF NOT EXISTS."""
+    return f"ALTER TABLE {t(schema, table)} ADD COLUMN IF NOT EXISTS {q(column)} {ddl_type}"
+
+
+# -- batch -> stage -> raw ------------------------------------------------------------------
+
+
+def stage_ddl(spec: ObjectSpec) -> str:
+    """Columns of the stage temp table: the batch plus one `<col>__set` flag per state column."""
+    text = {"set_fields": "VARCHAR", "payload": "VARCHAR"}  # JSON text, parsed into raw
+    cols = [f"{q(c)} {text.get(c, d.replace(' NOT NULL', ''))}" for c, d in _META_DDL.items()]
+    cols += [f"{q(IS_DELETED_COLUMN)} BOOLEAN", *_field_ddl(spec)]
+    cols += [f"{q(c + '__set')} BOOLEAN" for c in spec.state_columns]
+    return ", ".join(cols)
+
+
+def dedupe_batch() -> str:
+    """One row per change_id; a repeated id with different versions keeps the lowest."""
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_batch')} AS "
+        f"SELECT * FROM {q('sfdc_tmp_stage')} "
+        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {q('change_id')} "
+        f"ORDER BY {q('version')} ASC NULLS LAST) = 1"
+    )
+
+
+def insert_raw(spec: ObjectSpec, s: SchemaNames, dmin: dt.date, dmax: dt.date) -> str:
+    """Idempotent append: rows whose change_id raw already holds are skipped.
+
+    A change_id fixes the version and so the change_date: the anti-join only reads raw's
+    [dmin, dmax] days, which zone maps (DuckDB) / partition pruning (Snowflake) cut to
+    the batch's days instead of the whole history.
+    """
+    cols = raw_columns(spec)
+    parsed = {"set_fields", "payload"}
+    select = ", ".join(f"PARSE_JSON(b.{q(c)})" if c in parsed else f"b.{q(c)}" for c in cols)
+    return (
+        f"INSERT INTO {t(s.raw, spec.table)} ({_cols(cols)}) "
+        f"SELECT {select} FROM {q('sfdc_tmp_batch')} b "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t(s.raw, spec.table)} r "
+        f"WHERE r.{q('change_date')} BETWEEN {date(dmin)} AND {date(dmax)} "
+        f"AND r.{q('change_id')} = b.{q('change_id')})"
+    )
+
+
+def select_to_apply(spec: ObjectSpec, s: SchemaNames, dmin: dt.date, dmax: dt.date) -> str:
+    """The batch's changes not yet applied to current/scd2.
+
+    Applied = its raw row came from a batch in load_log. A change appended to raw by a
+    batch that crashed before its merge committed is therefore applied again: that is
+    the retry.
+    """
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_apply')} AS "
+        f"SELECT b.* FROM {q('sfdc_tmp_batch')} b "
+        f"JOIN {t(s.raw, spec.table)} r ON r.{q('change_id')} = b.{q('change_id')} "
+        f"AND r.{q('change_date')} BETWEEN {date(dmin)} AND {date(dmax)} "
+        f"WHERE b.{q('change_type')} NOT LIKE 'GAP%' "
+        f"AND NOT EXISTS (SELECT 1 FROM {t(s.meta, 'load_log')} l "
+        f"WHERE l.{q('object_name')} = '{spec.name}' AND l.{q('batch_id')} = r.{q('batch_id')})"
+    )
+
+
+def touched() -> str:
+    """Per touched record: the batch's version range."""
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_touched')} AS "
+        f"SELECT {q('record_id')} AS {q('id')}, MIN({q('version')}) AS {q('vmin')}, "
+        f"COUNT(*) AS {q('n')} FROM {q('sfdc_tmp_apply')} GROUP BY {q('record_id')}"
+    )
+
+
+def fetch_current(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
+    """The touched records' current rows (`id_filter`: an id list or a subquery)."""
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_old')} AS "
+        f"SELECT * FROM {t(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
+    )
+
+
+def classify() -> str:
+    """Late = the record already holds a version at or after the batch's earliest one."""
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_class')} AS "
+        f"SELECT tt.{q('id')}, tt.{q('vmin')}, o.{q('_version')} AS {q('old_version')}, "
+        f"COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_late')} "
+        f"FROM {q('sfdc_tmp_touched')} tt LEFT JOIN {q('sfdc_tmp_old')} o "
+        f"ON o.{q('id')} = tt.{q('id')}"
+    )
+
+
+def fetch_anchors(spec: ObjectSpec, s: SchemaNames, id_filter: str | None) -> str:
+    """For each late record, the last scd2 row before its earliest new change (if any)."""
+    if id_filter is None:  # no late record: an empty table, without reading scd2
+        return (
+            f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_anchor')} AS "
+            f"SELECT * FROM {t(s.history, spec.table)} WHERE FALSE"
+        )
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_anchor')} AS "
+        f"SELECT h.* FROM {t(s.history, spec.table)} h "
+        f"JOIN {q('sfdc_tmp_class')} c ON c.{q('id')} = h.{q('id')} AND c.{q('is_late')} "
+        f"WHERE h.{q('id')} IN ({id_filter}) AND h.{q('_version')} < c.{q('vmin')} "
+        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY h.{q('id')} "
+        f"ORDER BY h.{q('_version')} DESC NULLS LAST) = 1"
+    )
+
+
+def build_seq(spec: ObjectSpec, s: SchemaNames, late_filter: str | None, since: dt.date) -> str:
+    """The sequence each touched record is folded over, anchor first.
+
+    In-order record: anchor = its current row (the state before the batch) + the batch's
+    changes. Late record: anchor = the scd2 row before the late version + every raw
+    change after that anchor (the batch's included: raw was appended first), so the
+    record's later versions are recomputed, and nothing else is read.
+    """
+    state = spec.state_columns
+    all_set = ", ".join(f"TRUE AS {q(c + '__set')}" for c in state)
+    sets = _cols([c + "__set" for c in state])
+    parts = [
+        f"SELECT o.{q('id')}, o.{q('_version')} AS {q('version')}, "
+        f"CAST(NULL AS TIMESTAMP_NTZ) AS {q('version_ts')}, o.{q('_source')} AS {q('source')}, "
+        f"TRUE AS {q('is_anchor')}, {_cols(state, 'o.')}, {all_set} "
+        f"FROM {q('sfdc_tmp_old')} o JOIN {q('sfdc_tmp_class')} c "
+        f"ON c.{q('id')} = o.{q('id')} AND NOT c.{q('is_late')}",
+        f"SELECT a.{q('id')}, a.{q('_version')}, a.{q('valid_from')}, "
+        f"a.{q('_source')}, TRUE, {_cols(state, 'a.')}, {all_set} "
+        f"FROM {q('sfdc_tmp_anchor')} a",
+        f"SELECT b.{q('record_id')}, b.{q('version')}, b.{q('version_ts')}, b.{q('source')}, "
+        f"FALSE, {_cols(state, 'b.')}, {sets} "
+        f"FROM {q('sfdc_tmp_apply')} b JOIN {q('sfdc_tmp_class')} c "
+        f"ON c.{q('id')} = b.{q('record_id')} AND NOT c.{q('is_late')}",
+    ]
+    if late_filter is not None:
+        raw_sets = ", ".join(
+            f"CONTAINS(TO_VARCHAR(r.{q('set_fields')}), '\"{name}\"')"
+            for name in [*(f.name for f in spec.fields), IS_DELETED_FIELD]
+        )
+        parts.append(
+            f"SELECT r.{q('record_id')}, r.{q('version')}, r.{q('version_ts')}, "
+            f"r.{q('source')}, FALSE, {_cols(state, 'r.')}, {raw_sets} "
+            f"FROM {t(s.raw, spec.table)} r "
+            f"JOIN {q('sfdc_tmp_class')} c "
+            f"ON c.{q('id')} = r.{q('record_id')} AND c.{q('is_late')} "
+            f"LEFT JOIN {q('sfdc_tmp_anchor')} a ON a.{q('id')} = r.{q('record_id')} "
+            f"WHERE r.{q('record_id')} IN ({late_filter}) "
+            f"AND r.{q('change_date')} >= {date(since)} "
+            f"AND r.{q('change_type')} NOT LIKE 'GAP%' "
+            f"AND (a.{q('_version')} IS NULL OR r.{q('version')} > a.{q('_version')})"
+        )
+    return f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_seq')} AS " + " UNION ALL ".join(parts)
+
+
+def fold(spec: ObjectSpec) -> str:
+    """The state after every change of the sequence: per-field last writer in version order.
+
+    For a field f, in version order: `lv` = version of the last change that set f, `lnv`
+    = version of the last change that set f to a non-null value, `lval` = that non-null
+    value. f = lval if lv = lnv, else null (the last writer wrote an explicit null).
+    Windows share one PARTITION/ORDER, so the engine sorts once.
+    """
+    w = (
+        f"OVER (PARTITION BY {q('id')} ORDER BY {q('version')} "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    )
+    w_plain = f"OVER (PARTITION BY {q('id')} ORDER BY {q('version')})"
+    exprs = []
+    for c in spec.state_columns:
+        sc, vc = q(c + "__set"), q(c)
+        expr = (
+            f"CASE WHEN MAX(CASE WHEN {sc} THEN {q('version')} END) {w} "
+            f"= MAX(CASE WHEN {sc} AND {vc} IS NOT NULL THEN {q('version')} END) {w} "
+            f"THEN LAST_VALUE(CASE WHEN {sc} THEN {vc} END) IGNORE NULLS {w} END"
+        )
+        if c == IS_DELETED_COLUMN:  # false until a change sets it
+            expr = f"COALESCE({expr}, FALSE)"
+        exprs.append(f"{expr} AS {vc}")
+    state = _cols(spec.state_columns)
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_fold')} AS "
+        f"WITH f1 AS (SELECT {q('id')}, {q('version')}, {q('version_ts')}, {q('source')}, "
+        f"{q('is_anchor')}, {', '.join(exprs)} FROM {q('sfdc_tmp_seq')}), "
+        f"f2 AS (SELECT *, HASH({state}) AS {q('state_hash')} FROM f1) "
+        f"SELECT *, "
+        f"(NOT {q('is_anchor')} AND (LAG({q('state_hash')}) {w_plain} IS NULL "
+        f"OR LAG({q('state_hash')}) {w_plain} <> {q('state_hash')})) AS {q('emits')}, "
+        f"ROW_NUMBER() OVER (PARTITION BY {q('id')} ORDER BY {q('version')} DESC NULLS LAST) = 1 "
+        f"AS {q('is_last')} FROM f2"
+    )
+
+
+def history_rows() -> str:
+    """Anchors and emitted states, with valid_to = the next one's valid_from."""
+    w = f"OVER (PARTITION BY {q('id')} ORDER BY {q('version')})"
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_hist')} AS "
+        f"SELECT *, LEAD({q('version_ts')}) {w} AS {q('next_ts')}, "
+        f"LEAD({q('version')}) {w} IS NULL AS {q('now_current')} "
+        f"FROM {q('sfdc_tmp_fold')} WHERE {q('is_anchor')} OR {q('emits')}"
+    )
+
+
+# -- the writes (one transaction) ----------------------------------------------------------
+
+
+def delete_history_after_anchor(spec: ObjectSpec, s: SchemaNames, late_filter: str) -> str:
+    """Drop the late records' scd2 rows after their anchor (all of them if none)."""
+    h = t(s.history, spec.table)
+    return (
+        f"DELETE FROM {h} USING (SELECT c.{q('id')}, a.{q('_version')} AS {q('anchor_version')} "
+        f"FROM {q('sfdc_tmp_class')} c LEFT JOIN {q('sfdc_tmp_anchor')} a "
+        f"ON a.{q('id')} = c.{q('id')} WHERE c.{q('is_late')}) d "
+        f"WHERE {h}.{q('id')} IN ({late_filter}) AND {h}.{q('id')} = d.{q('id')} "
+        f"AND (d.{q('anchor_version')} IS NULL OR {h}.{q('_version')} > d.{q('anchor_version')})"
+    )
+
+
+def _anchors(late: bool) -> str:
+    flag = "" if late else "NOT "
+    return (
+        f"(SELECT n.* FROM {q('sfdc_tmp_hist')} n JOIN {q('sfdc_tmp_class')} c "
+        f"ON c.{q('id')} = n.{q('id')} AND {flag}c.{q('is_late')} WHERE n.{q('is_anchor')}) n"
+    )
+
+
+def close_open_versions(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
+    """In-order records that changed state: close their open scd2 row."""
+    h = t(s.history, spec.table)
+    return (
+        f"UPDATE {h} SET {q('valid_to')} = n.{q('next_ts')}, {q('is_current')} = FALSE "
+        f"FROM {_anchors(late=False)} "
+        f"WHERE {h}.{q('id')} IN ({id_filter}) AND NOT n.{q('now_current')} "
+        f"AND {h}.{q('id')} = n.{q('id')} AND {h}.{q('is_current')}"
+    )
+
+
+def reset_anchor_versions(spec: ObjectSpec, s: SchemaNames, late_filter: str) -> str:
+    """Late records: the anchor row's validity ends at the next rebuilt version (or stays open)."""
+    h = t(s.history, spec.table)
+    return (
+        f"UPDATE {h} SET {q('valid_to')} = n.{q('next_ts')}, "
+        f"{q('is_current')} = n.{q('now_current')} "
+        f"FROM {_anchors(late=True)} "
+        f"WHERE {h}.{q('id')} IN ({late_filter}) "
+        f"AND {h}.{q('id')} = n.{q('id')} AND {h}.{q('_version')} = n.{q('version')}"
+    )
+
+
+def insert_history(spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime) -> str:
+    """The new scd2 rows."""
+    cols = ["id", *spec.state_columns, "_version", "_source", "valid_from", "valid_to"]
+    cols += ["is_current", "_synced_at"]
+    return (
+        f"INSERT INTO {t(s.history, spec.table)} ({_cols(cols)}) "
+        f"SELECT {q('id')}, {_cols(spec.state_columns)}, {q('version')}, {q('source')}, "
+        f"{q('version_ts')}, {q('next_ts')}, {q('now_current')}, {ts(synced_at)} "
+        f"FROM {q('sfdc_tmp_hist')} WHERE NOT {q('is_anchor')}"
+    )
+
+
+def delete_current(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
+    """Remove the touched records' current rows (re-inserted by insert_current)."""
+    return f"DELETE FROM {t(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
+
+
+def insert_current(spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime) -> str:
+    """The touched records' new current rows: the last state of each fold."""
+    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at"]
+    return (
+        f"INSERT INTO {t(s.current, spec.table)} ({_cols(cols)}) "
+        f"SELECT {q('id')}, {_cols(spec.state_columns)}, {q('version')}, {q('source')}, "
+        f"{ts(synced_at)} FROM {q('sfdc_tmp_fold')} WHERE {q('is_last')}"
+    )
+
+
+def counts(spec: ObjectSpec) -> str:
+    """inserted / updated / deleted / noop / late / history_rows for the batch."""
+    d = q(IS_DELETED_COLUMN)
+    return (
+        f"SELECT "
+        f"COUNT_IF(c.{q('old_version')} IS NULL), "
+        f"COUNT_IF(c.{q('old_version')} IS NOT NULL AND o.{q('id')} IS NOT NULL "
+        f"AND HASH({_cols(spec.state_columns, 'o.')}) <> f.{q('state_hash')}), "
+        f"COUNT_IF(f.{d} AND NOT COALESCE(o.{d}, FALSE)), "
+        f"COUNT_IF(o.{q('id')} IS NOT NULL "
+        f"AND HASH({_cols(spec.state_columns, 'o.')}) = f.{q('state_hash')}), "
+        f"COUNT_IF(c.{q('is_late')}), "
+        f"(SELECT COUNT(*) FROM {q('sfdc_tmp_hist')} WHERE NOT {q('is_anchor')}) "
+        f"FROM {q('sfdc_tmp_class')} c "
+        f"JOIN {q('sfdc_tmp_fold')} f ON f.{q('id')} = c.{q('id')} AND f.{q('is_last')} "
+        f"LEFT JOIN {q('sfdc_tmp_old')} o ON o.{q('id')} = c.{q('id')}"
+    )
+
+
+def insert_load_log(
+    s: SchemaNames, batch_id: str, object_name: str, at: dt.datetime, values: Sequence[int]
+) -> str:
+    """Record the batch as applied (same transaction as the writes)."""
+    cols = _cols(["batch_id", "object_name", "applied_at", *LOAD_LOG_COUNTS])
+    vals = ", ".join(str(int(v)) for v in values)
+    return (
+        f"INSERT INTO {t(s.meta, 'load_log')} ({cols}) "
+        f"VALUES ('{batch_id}', '{object_name}', {ts(at)}, {vals})"
+    )

@@ -1,0 +1,177 @@
+"""apply_batch on DuckDB: the behaviours of DESIGN §4, one at a time."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from sync_engine import changes as ch
+from sync_engine.apply import apply_batch
+from sync_engine.changes import build_batch
+from tests.sync_engine.histories import (
+    FULL,
+    RECORD_IDS,
+    SPEC,
+    cdc,
+    read_current,
+    read_history,
+    sample_history,
+    snapshot,
+)
+
+A = RECORD_IDS[0]
+
+
+def _apply(wh, *rows):
+    return apply_batch(wh, SPEC, build_batch(SPEC, rows))
+
+
+def test_late_update_does_not_regress_amount(duck):
+    _apply(duck, cdc("CREATE", 1, A, 0, values=FULL))
+    _apply(
+        duck,
+        cdc("UPDATE", 3, A, 3, values={"Amount": Decimal("300.00")}, changed_fields=["Amount"]),
+    )
+    result = _apply(
+        duck,
+        cdc(
+            "UPDATE",
+            2,
+            A,
+            2,
+            values={"Amount": Decimal("200.00"), "Name": "Late"},
+            changed_fields=["Amount", "Name"],
+        ),
+    )
+    current = read_current(duck)[A]
+    assert current["amount"] == Decimal("300.00")
+    assert current["name"] == "Late"  # the late change still wins the field nobody overwrote
+    assert result.late == 1
+    assert [(r["amount"], r["name"]) for r in read_history(duck)] == [
+        (Decimal("100.00"), "Acme"),
+        (Decimal("200.00"), "Late"),
+        (Decimal("300.00"), "Late"),
+    ]
+
+
+def test_snapshot_beats_event_on_exact_tie(duck):
+    # Modstamp second 0, read long after: version = second 0 + 999 ms, the event's ms too.
+    event = cdc("UPDATE", 1, A, 0, 999, values={"Name": "Event"}, changed_fields=["Name"])
+    snap = snapshot(A, 0, 5000, {**FULL, "Name": "Snapshot"})
+    assert ch.version_ms(event["version"]) == ch.version_ms(snap["version"])
+    _apply(duck, snap)
+    _apply(duck, event)
+    assert read_current(duck)[A]["name"] == "Snapshot"
+
+
+def test_snapshot_version_is_clamped_into_its_modstamp_second():
+    second = 1_700_000_000
+    assert ch.snapshot_version_ms(second * 1000 - 5, second * 1000 + 10) == second * 1000
+    assert ch.snapshot_version_ms(second * 1000 + 400, second * 1000) == second * 1000 + 399
+    assert ch.snapshot_version_ms(second * 1000 + 9000, second * 1000) == second * 1000 + 999
+
+
+def test_same_observation_always_gets_the_same_change_id():
+    assert (
+        cdc("UPDATE", 1, A, 0, changed_fields=["Name"])["change_id"]
+        == cdc("UPDATE", 1, A, 0, changed_fields=["Name"])["change_id"]
+    )
+    # Re-reading an unchanged record after its modstamp second: same id (a re-backfill).
+    assert snapshot(A, 0, 5000, FULL)["change_id"] == snapshot(A, 0, 9000, FULL)["change_id"]
+    assert (
+        snapshot(A, 0, 5000, FULL)["change_id"]
+        != snapshot(A, 0, 5000, {**FULL, "Name": "Other"})["change_id"]
+    )
+
+
+def test_versions_order_events_by_commit_then_transaction_then_sequence():
+    v = [cdc("UPDATE", n, A, s, ms)["version"] for n, s, ms in [(1, 0, 5), (2, 0, 6), (3, 1, 0)]]
+    assert v == sorted(v)
+    same_tx = [ch.event_version(1000, "tx", seq, None, "cid00000") for seq in (1, 2, 10)]
+    assert same_tx == sorted(same_tx)
+
+
+def test_explicit_null_in_update_clears_the_field(duck):
+    _apply(duck, cdc("CREATE", 1, A, 0, values=FULL))
+    _apply(duck, cdc("UPDATE", 2, A, 1, changed_fields=["CloseDate"], nulled_fields=["CloseDate"]))
+    current = read_current(duck)[A]
+    assert current["closedate"] is None
+    assert current["name"] == "Acme"  # a partial update leaves other fields alone
+
+
+def test_delete_closes_the_open_version_and_undelete_reopens(duck):
+    _apply(duck, cdc("CREATE", 1, A, 0, values=FULL))
+    result = _apply(duck, cdc("DELETE", 2, A, 1))
+    assert result.deleted == 1
+    assert read_current(duck)[A]["is_deleted"] is True
+    _apply(duck, cdc("UNDELETE", 3, A, 2, values=FULL))
+    rows = read_history(duck)
+    assert [r["is_deleted"] for r in rows] == [False, True, False]
+    assert [r["is_current"] for r in rows] == [False, False, True]
+    assert rows[0]["valid_to"] == rows[1]["valid_from"] and rows[2]["valid_to"] is None
+    assert read_current(duck)[A]["amount"] == Decimal("100.00")  # DELETE cleared no field
+
+
+def test_noop_change_adds_no_history_row(duck):
+    _apply(duck, cdc("CREATE", 1, A, 0, values=FULL))
+    result = _apply(duck, snapshot(A, 3, 5000, FULL))
+    assert result.noop == 1 and result.history_rows == 0
+    assert len(read_history(duck)) == 1
+    assert read_current(duck)[A]["_source"] == "bulk"  # the newest version is recorded
+
+
+def test_replayed_batch_changes_nothing(duck):
+    history = sample_history()
+    _apply(duck, *history)
+    before = (read_current(duck), read_history(duck))
+    again = _apply(duck, *history, *history)
+    assert again.raw_inserted == 0 and again.applied == 0
+    assert (read_current(duck), read_history(duck)) == before
+    assert duck.query('SELECT COUNT(*) FROM "sfdc_raw"."opportunity"')[0][0] == len(history)
+
+
+def test_gap_event_is_kept_in_raw_but_not_applied(duck):
+    result = _apply(duck, cdc("GAP_UPDATE", 1, A, 0))
+    assert result.raw_inserted == 1 and result.records == 0
+    assert read_current(duck) == {}
+
+
+def test_raw_is_never_updated_or_deleted_by_the_code_path(duck):
+    statements: list[str] = []
+    execute = duck.execute
+
+    def spy(sql, params=None):
+        statements.append(sql)
+        return execute(sql, params)
+
+    object.__setattr__(duck, "execute", spy)
+    history = sample_history()
+    _apply(duck, *history[:4])
+    _apply(duck, *history[4:], cdc("UPDATE", 50, A, 0, 1, changed_fields=["Name"]))  # late
+    touching_raw = [s for s in statements if '"sfdc_raw"' in s.split(" SELECT ")[0]]
+    assert touching_raw and all(s.startswith('INSERT INTO "sfdc_raw"') for s in touching_raw)
+
+
+def test_polars_batches_are_accepted(duck):
+    frame = pl.from_arrow(build_batch(SPEC, sample_history()))
+    result = apply_batch(duck, SPEC, frame)
+    assert result.inserted == 2
+
+
+def test_counts_report_inserts_updates_and_late_records(duck):
+    first = _apply(duck, *sample_history()[:2])
+    assert (first.inserted, first.updated, first.records) == (1, 0, 1)
+    second = _apply(duck, cdc("UPDATE", 9, A, 9, values={"Name": "X"}, changed_fields=["Name"]))
+    assert (second.inserted, second.updated, second.late) == (0, 1, 0)
+    logged = duck.query('SELECT COUNT(*) FROM "sfdc_meta"."load_log"')[0][0]
+    assert logged == 2
+
+
+def test_malformed_record_ids_are_refused_before_reaching_sql(duck):
+    row = cdc("UPDATE", 1, A, 0, changed_fields=["Name"])
+    row["record_id"] = "006') OR 1=1 --"
+    with pytest.raises(ValueError, match="malformed record_id"):
+        _apply(duck, row)
+    assert duck.query('SELECT COUNT(*) FROM "sfdc_raw"."opportunity"')[0][0] == 0
