@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import tenacity
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
@@ -27,6 +28,27 @@ INDEX_SCAN_MAX_COUNT = 200_000
 # WAL) checkpoints after nearly every batch, making each batch cost O(table); at 1 GB a
 # checkpoint comes every ~100+ batches of 10K changes and its cost is amortised.
 DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
+# DuckDB lets one process at a time open a file for writing. Locally every Dagster run is a
+# process (CDC applies, backfills, dbt), so a run waits for the file instead of failing;
+# a CDC apply holds it for about a second, a dbt build for ~10-30 s.
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def connect_waiting(
+    path: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect(path)`, retried with jittered backoff while another process holds it."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_lock_conflict),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+        stop=tenacity.stop_after_delay(timeout_s),
+        reraise=True,
+    )
+    return retrying(duckdb.connect, path)
 
 
 class DuckDBWarehouse(ConfigurableResource):
@@ -41,6 +63,7 @@ class DuckDBWarehouse(ConfigurableResource):
     memory_limit: str | None = None
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
     threads: int | None = None
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 
     _con: Any = PrivateAttr(default=None)
 
@@ -71,7 +94,7 @@ class DuckDBWarehouse(ConfigurableResource):
         if self._con is None:
             if self.path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            con = duckdb.connect(self.path)
+            con = connect_waiting(self.path, self.lock_timeout_s)
             con.execute(f"SET index_scan_max_count = {INDEX_SCAN_MAX_COUNT}")
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET checkpoint_threshold = ?", [self.checkpoint_threshold])

@@ -115,6 +115,67 @@ def _check_ids(spec: ObjectSpec, batch: pa.Table) -> None:
         )
 
 
+@dataclass
+class _Staged:
+    """A conformed batch loaded into the dedupe stage, and its day range."""
+
+    batch_id: str
+    rows: int
+    dmin: dt.date | None = None
+    dmax: dt.date | None = None
+
+
+def _stage_batch(
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    batch: pa.Table | pl.DataFrame,
+    batch_id: str | None,
+    now: dt.datetime,
+) -> _Staged:
+    """Conform, id and stage `batch` (deduped by change_id) in `sfdc_tmp_batch`."""
+    sql = sql_for(warehouse)
+    if isinstance(batch, pl.DataFrame):
+        batch = batch.to_arrow()
+    batch = conform_batch(spec, batch)
+    if batch_id is not None and not _BATCH_ID_RE.match(batch_id):
+        raise ValueError(f"batch_id {batch_id!r} must match {_BATCH_ID_RE.pattern}")
+    # The id always ends with the content hash: a label reused for different content must
+    # not make the ledger believe new changes were already applied.
+    content = default_batch_id(batch) if batch.num_rows else "empty"
+    staged = _Staged(f"{batch_id}-{content}" if batch_id else content, batch.num_rows)
+    if batch.num_rows == 0:
+        return staged
+    _check_ids(spec, batch)
+    stage = _stage(spec, batch, staged.batch_id, now, warehouse.dialect)
+    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
+    staged.dmin = pc.min(batch.column("change_date")).as_py()
+    staged.dmax = pc.max(batch.column("change_date")).as_py()
+    warehouse.execute(sql.dedupe_batch())
+    return staged
+
+
+def append_raw(
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    batch: pa.Table | pl.DataFrame,
+    *,
+    batch_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Append `batch` to raw only (idempotent); returns the rows raw did not hold yet.
+
+    The raw layer's own step, so a blocking check can sit between raw and current:
+    `apply_batch` with the same batch and `batch_id` later finds these rows in raw and
+    merges them (its own raw insert is then a no-op).
+    """
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    staged = _stage_batch(warehouse, spec, batch, batch_id, now)
+    if not staged.rows:
+        return 0
+    sql = sql_for(warehouse)
+    return warehouse.execute(sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax))
+
+
 def apply_batch(
     warehouse: Warehouse,
     spec: ObjectSpec,
@@ -136,26 +197,12 @@ def apply_batch(
     """
     sql = sql_for(warehouse)
     s = warehouse.schema_names
-    if isinstance(batch, pl.DataFrame):
-        batch = batch.to_arrow()
-    batch = conform_batch(spec, batch)
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    if batch_id is not None and not _BATCH_ID_RE.match(batch_id):
-        raise ValueError(f"batch_id {batch_id!r} must match {_BATCH_ID_RE.pattern}")
-    # The id always ends with the content hash: a label reused for different content must
-    # not make the ledger believe new changes were already applied.
-    content = default_batch_id(batch) if batch.num_rows else "empty"
-    batch_id = f"{batch_id}-{content}" if batch_id else content
-    result = ApplyResult(batch_id=batch_id, changes=batch.num_rows)
-    if batch.num_rows == 0:
+    staged = _stage_batch(warehouse, spec, batch, batch_id, now)
+    batch_id, dmin, dmax = staged.batch_id, staged.dmin, staged.dmax
+    result = ApplyResult(batch_id=batch_id, changes=staged.rows)
+    if not staged.rows:
         return result
-    _check_ids(spec, batch)
-
-    stage = _stage(spec, batch, batch_id, now, warehouse.dialect)
-    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
-    dmin = pc.min(batch.column("change_date")).as_py()
-    dmax = pc.max(batch.column("change_date")).as_py()
-    warehouse.execute(sql.dedupe_batch())
     result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
     _after_raw_append()
 

@@ -97,3 +97,61 @@ def test_snowflake_without_credentials_fails_clearly():
     wh = SnowflakeWarehouse(account="a", user="u", database="D")
     with pytest.raises(ValueError, match="PRIVATE_KEY_PATH or SNOWFLAKE_PASSWORD"):
         wh.connect_args()
+
+
+def test_duckdb_connection_waits_for_another_process_to_release_the_file(tmp_path):
+    """Locally each Dagster run is a process; the second writer waits instead of failing."""
+    import subprocess
+    import sys
+    import time
+
+    from resources.duckdb_warehouse import DuckDBWarehouse
+
+    path = tmp_path / "wh.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(2); c.close()",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    wh = DuckDBWarehouse(path=str(path), lock_timeout_s=30)
+    assert wh.query("SELECT 42") == [(42,)]
+    assert time.monotonic() - started > 0.5  # it really waited for the holder
+    wh.close()
+    holder.wait(timeout=10)
+
+
+def test_duckdb_connection_gives_up_after_its_lock_timeout(tmp_path):
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from resources.duckdb_warehouse import DuckDBWarehouse
+
+    path = tmp_path / "wh.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(10)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(duckdb.IOException, match=r"(?i)lock"):
+            DuckDBWarehouse(path=str(path), lock_timeout_s=0.5).query("SELECT 1")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from sync_engine import changes as ch
-from sync_engine.apply import apply_batch
+from sync_engine.apply import append_raw, apply_batch
 from sync_engine.changes import build_batch
 from tests.sync_engine.histories import (
     FULL,
@@ -175,3 +175,17 @@ def test_malformed_record_ids_are_refused_before_reaching_sql(duck):
     with pytest.raises(ValueError, match="malformed record_id"):
         _apply(duck, row)
     assert duck.query('SELECT COUNT(*) FROM "sfdc_raw"."opportunity"')[0][0] == 0
+
+
+def test_append_raw_lands_in_raw_only_until_apply_batch_merges_it(duck):
+    batch = build_batch(SPEC, [cdc("CREATE", 1, A, 0, values=FULL)])
+    assert append_raw(duck, SPEC, batch, batch_id="cdc-1") == 1
+    assert append_raw(duck, SPEC, batch, batch_id="cdc-1") == 0  # idempotent
+    assert read_current(duck) == {}
+    assert read_history(duck) == []
+
+    result = apply_batch(duck, SPEC, batch, batch_id="cdc-1")
+    assert (result.raw_inserted, result.applied, result.inserted) == (0, 1, 1)
+    assert read_current(duck)[A]["name"] == "Acme"
+    raw_rows = duck.query(f"SELECT COUNT(*) FROM sfdc_raw.{SPEC.table}")[0][0]
+    assert raw_rows == 1
