@@ -61,6 +61,7 @@ TABLE_SIZES = (1_000_000, 10_000_000)
 BATCH_SIZES = (1_000, 100_000, 1_000_000)
 RATIO_BATCH = 10_000
 RATIO_REPEATS = 5
+BACKFILL_ROWS = 1_000_000
 # Table rows carry versions from 2024-01-01; batches come after, one ms apart.
 TABLE_MS = int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 BATCH_MS = int(dt.datetime(2025, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
@@ -173,6 +174,41 @@ def make_batch(n: int, table_rows: int, seed: int, first_ms: int) -> pl.DataFram
     return out
 
 
+def make_backfill(n: int, first_idx: int, first_ms: int) -> pl.DataFrame:
+    """n snapshot rows (Bulk backfill shape) of records `first_idx`.. , all fields set."""
+    df = make_batch(n, 1, 1, first_ms).with_columns(
+        _rid_from(first_idx, n).alias("record_id"),
+        pl.lit("bulk").alias("source"),
+        pl.lit("SNAPSHOT").alias("change_type"),
+        pl.lit([f.name for f in SPEC.fields] + ["IsDeleted"], pl.List(pl.String)).alias(
+            "set_fields"
+        ),
+        pl.lit(False).alias("is_deleted"),
+        pl.lit("Backfilled deal").alias("name"),
+        pl.lit(10, pl.Decimal(18, 0)).alias("probability"),
+        pl.lit(dt.date(2025, 6, 30)).alias("closedate"),
+        pl.lit(False).alias("iswon"),
+        pl.lit(False).alias("isclosed"),
+        pl.lit("New Business").alias("type"),
+        pl.lit("Web").alias("leadsource"),
+        pl.lit("001000000000000001").alias("accountid"),
+        pl.lit("005000000000000001").alias("ownerid"),
+        pl.lit(dt.datetime(2025, 1, 1)).alias("lastmodifieddate"),
+    )
+    # A snapshot's version has priority 1 (DESIGN §4); distinct change ids per run.
+    return df.with_columns(
+        (pl.col("version").str.slice(0, 15) + pl.lit("1") + pl.col("version").str.slice(16)).alias(
+            "version"
+        ),
+        (pl.lit("bf") + pl.col("change_id")).alias("change_id"),
+    )
+
+
+def _rid_from(first_idx: int, n: int) -> pl.Series:
+    idx = pl.DataFrame({"i": np.arange(first_idx, first_idx + n)})
+    return idx.select(_rid("i")).to_series()
+
+
 def _timed_apply(wh: DuckDBWarehouse, batch: pl.DataFrame) -> float:
     started = time.perf_counter()
     result = apply_batch(wh, SPEC, batch)
@@ -203,6 +239,10 @@ def worker(rows: int, path: str) -> dict:
         out["batches"][size] = elapsed
         log.info("%s rows, %s changes: %.2f s", rows, size, elapsed)
         seed, next_ms = seed + 1, next_ms + size
+    # Backfill shape: BACKFILL_ROWS snapshot rows of records new to the table.
+    backfill = make_backfill(BACKFILL_ROWS, rows + 900_000_000, next_ms)
+    out["backfill_s"] = _timed_apply(wh, backfill)
+    log.info("%s rows, backfill of %s: %.2f s", rows, BACKFILL_ROWS, out["backfill_s"])
     started = time.perf_counter()
     wh.execute("CHECKPOINT")
     out["checkpoint_s"] = time.perf_counter() - started
@@ -211,7 +251,18 @@ def worker(rows: int, path: str) -> dict:
     return out
 
 
-def render(results: list[dict]) -> str:
+def empty_worker(path: str) -> dict:
+    """The backfill batch into an empty table (its own process: its own peak RSS)."""
+    wh = DuckDBWarehouse(path=path)
+    registry.sync_schema(wh, SPEC)
+    backfill = make_backfill(BACKFILL_ROWS, 0, BATCH_MS)
+    elapsed = _timed_apply(wh, backfill)
+    wh.close()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": 0, "backfill_s": elapsed, "peak_rss_mb": rss}
+
+
+def render(results: list[dict], empty: dict | None = None) -> str:
     """The markdown section."""
     cpu = psutil.cpu_count()
     mem = psutil.virtual_memory().total / 2**30
@@ -289,21 +340,31 @@ def main(argv: list[str] | None = None) -> None:
     """Run each table size in a subprocess, then write docs/performance.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--empty-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default=",".join(str(s) for s in TABLE_SIZES))
     parser.add_argument("--render-from", help=argparse.SUPPRESS)  # a log of a previous run
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.empty_worker:
+        sys.stdout.write(json.dumps(empty_worker(args.path)) + "\n")
+        return
     if args.worker:
         sys.stdout.write(json.dumps(worker(args.worker, args.path)) + "\n")
         return
     if args.render_from:  # re-render the section from a previous run's log
         lines = Path(args.render_from).read_text().splitlines()
         found = [json.loads(x.split("done: ", 1)[1]) for x in lines if "done: {" in x]
-        write_section(render(found))
+        empties = [r for r in found if not r["rows"]]
+        write_section(render([r for r in found if r["rows"]], empties[0] if empties else None))
         return
     results = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        path = str(Path(tmp) / "bench_empty.duckdb")
+        cmd = [sys.executable, "-m", "bench.engine", "--empty-worker", "--path", path]
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        empty = json.loads(proc.stdout.strip().splitlines()[-1])
+        log.info("empty-table backfill done: %s", json.dumps(empty))
         for rows in (int(s) for s in args.sizes.split(",")):
             path = str(Path(tmp) / f"bench_{rows}.duckdb")
             cmd = [sys.executable, "-m", "bench.engine", "--worker", str(rows), "--path", path]
@@ -311,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             log.info("table of %s rows done: %s", rows, json.dumps(results[-1]))
             Path(path).unlink(missing_ok=True)
-    text = render(results)
+    text = render(results, empty)
     write_section(text)
     log.info("\n%s", text)
 

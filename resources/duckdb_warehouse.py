@@ -32,6 +32,10 @@ DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 # process (CDC applies, backfills, dbt), so a run waits for the file instead of failing;
 # a CDC apply holds it for about a second, a dbt build for ~10-30 s.
 DEFAULT_LOCK_TIMEOUT_S = 300.0
+# DuckDB's default memory limit is 80 % of RAM: a 1M-change batch grew the process to
+# 5-8 GB. Capped, large folds and joins spill to a temp file next to the database instead;
+# 3 GB keeps a 1M-row backfill batch in memory on the 24 GiB benchmark machine.
+DEFAULT_MEMORY_LIMIT = "3GB"
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -60,7 +64,7 @@ class DuckDBWarehouse(ConfigurableResource):
     history_schema: str = "sfdc_history"
     quarantine_schema: str = "sfdc_quarantine"
     meta_schema: str = "sfdc_meta"
-    memory_limit: str | None = None
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
     threads: int | None = None
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S

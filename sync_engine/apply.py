@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # list costs ~20 us per id to plan, the same as hash-joining a ~7M-row id column, so
 # larger batches (comparable to the table anyway) use a hash join instead.
 LITERAL_ID_LIMIT = 20_000
+# Closing scd2 versions: DuckDB scans scd2 at ~0.05 s per 1M rows, or reads a touched id's
+# rows through the ART index at ~30 us per id (10K ids: 0.10 s scan / 0.26 s index at 1M
+# rows, 0.53 s / 0.39 s at 10M); the index wins once scd2 holds this many rows per id.
+INDEX_CLOSE_ROWS_PER_ID = 600
 _BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -147,11 +151,44 @@ def _stage_batch(
         return staged
     _check_ids(spec, batch)
     stage = _stage(spec, batch, staged.batch_id, now, warehouse.dialect)
-    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
     staged.dmin = pc.min(batch.column("change_date")).as_py()
     staged.dmax = pc.max(batch.column("change_date")).as_py()
+    if pc.count_distinct(batch.column("change_id")).as_py() == batch.num_rows:
+        # Already one row per change_id (the usual case): load it as the deduped batch and
+        # skip dedupe_batch's window over it (~1 s for a 1M-row batch).
+        warehouse.load_temp_table("sfdc_tmp_batch", sql.stage_ddl(spec), stage)
+        return staged
+    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
     warehouse.execute(sql.dedupe_batch())
     return staged
+
+
+def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserted: int) -> bool:
+    """Did raw just take every deduped batch row, for a batch not in load_log?
+
+    Then every row's raw copy carries this unlogged batch id: all of them are to apply.
+    """
+    sql = sql_for(warehouse)
+    if inserted <= 0:
+        return False
+    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q('sfdc_tmp_batch')}")[0][0]
+    if rows != inserted:
+        return False
+    log_table = sql.t(warehouse.schema_names.meta, "load_log")
+    logged = warehouse.query(
+        f"SELECT COUNT(*) FROM {log_table} WHERE {sql.q('object_name')} = '{spec.name}' "
+        f"AND {sql.q('batch_id')} = '{batch_id}'"
+    )[0][0]
+    return logged == 0
+
+
+def _history_rows(warehouse: Warehouse, spec: ObjectSpec) -> int:
+    """DuckDB's row count estimate of the object's scd2 table (catalog only, no scan)."""
+    rows = warehouse.query(
+        "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [warehouse.schema_names.history, spec.table],
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 def append_raw(
@@ -206,7 +243,10 @@ def apply_batch(
     result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
     _after_raw_append()
 
-    warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
+    if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
+        warehouse.execute(sql.select_all_to_apply())
+    else:
+        warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
     warehouse.execute(sql.touched())
     touched = [
         r[0] for r in warehouse.query(f"SELECT {sql.q('id')} FROM {sql.q('sfdc_tmp_touched')}")
@@ -262,7 +302,10 @@ def apply_batch(
         if late_filter is not None:
             warehouse.execute(sql.delete_history_after_anchor(spec, s, late_filter))
             warehouse.execute(sql.reset_anchor_versions(spec, s, late_filter))
-        warehouse.execute(sql.close_open_versions(spec, s, id_filter))
+        by_index = use_literals and _history_rows(warehouse, spec) > INDEX_CLOSE_ROWS_PER_ID * len(
+            touched
+        )
+        warehouse.execute(sql.close_open_versions(spec, s, id_filter, by_index=by_index))
         warehouse.execute(sql.insert_history(spec, s, now))
         warehouse.execute(sql.delete_current(spec, s, id_filter))
         warehouse.execute(sql.insert_current(spec, s, now))

@@ -242,6 +242,19 @@ def select_to_apply(spec: ObjectSpec, s: SchemaNames, dmin: dt.date, dmax: dt.da
     )
 
 
+def select_all_to_apply() -> str:
+    """`select_to_apply` when raw just took every batch row: the batch minus its gap rows.
+
+    Every row then carries this (unlogged) batch's id in raw, so the join with raw and
+    load_log would return the whole batch; skipping it saves a batch-sized join with raw
+    (~1 s for a 1M-change backfill batch).
+    """
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_apply')} AS "
+        f"SELECT * FROM {q('sfdc_tmp_batch')} WHERE {q('change_type')} NOT LIKE 'GAP%'"
+    )
+
+
 def touched() -> str:
     """Per touched record: the batch's version range."""
     return (
@@ -260,11 +273,17 @@ def fetch_current(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
 
 
 def classify() -> str:
-    """Late = the record already holds a version at or after the batch's earliest one."""
+    """Late = the record already holds a version at or after the batch's earliest one.
+
+    Simple = in order with one change in the batch: its fold is that change over the
+    current row, computed without window functions (`fold`'s fast path).
+    """
     return (
         f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_class')} AS "
         f"SELECT tt.{q('id')}, tt.{q('vmin')}, o.{q('_version')} AS {q('old_version')}, "
-        f"COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_late')} "
+        f"COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_late')}, "
+        f"tt.{q('n')} = 1 AND NOT COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) "
+        f"AS {q('is_simple')} "
         f"FROM {q('sfdc_tmp_touched')} tt LEFT JOIN {q('sfdc_tmp_old')} o "
         f"ON o.{q('id')} = tt.{q('id')}"
     )
@@ -303,14 +322,16 @@ def build_seq(spec: ObjectSpec, s: SchemaNames, late_filter: str | None, since: 
         f"CAST(NULL AS TIMESTAMP_NTZ) AS {q('version_ts')}, o.{q('_source')} AS {q('source')}, "
         f"TRUE AS {q('is_anchor')}, {_cols(state, 'o.')}, {all_set} "
         f"FROM {q('sfdc_tmp_old')} o JOIN {q('sfdc_tmp_class')} c "
-        f"ON c.{q('id')} = o.{q('id')} AND NOT c.{q('is_late')}",
+        f"ON c.{q('id')} = o.{q('id')} AND NOT c.{q('is_late')} "
+        f"AND NOT c.{q('is_simple')}",
         f"SELECT a.{q('id')}, a.{q('_version')}, a.{q('valid_from')}, "
         f"a.{q('_source')}, TRUE, {_cols(state, 'a.')}, {all_set} "
         f"FROM {q('sfdc_tmp_anchor')} a",
         f"SELECT b.{q('record_id')}, b.{q('version')}, b.{q('version_ts')}, b.{q('source')}, "
         f"FALSE, {_cols(state, 'b.')}, {sets} "
         f"FROM {q('sfdc_tmp_apply')} b JOIN {q('sfdc_tmp_class')} c "
-        f"ON c.{q('id')} = b.{q('record_id')} AND NOT c.{q('is_late')}",
+        f"ON c.{q('id')} = b.{q('record_id')} AND NOT c.{q('is_late')} "
+        f"AND NOT c.{q('is_simple')}",
     ]
     if late_filter is not None:
         raw_sets = ", ".join(
@@ -357,8 +378,7 @@ def fold(spec: ObjectSpec) -> str:
             expr = f"COALESCE({expr}, FALSE)"
         exprs.append(f"{expr} AS {vc}")
     state = _cols(spec.state_columns)
-    return (
-        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_fold')} AS "
+    general = (
         f"WITH f1 AS (SELECT {q('id')}, {q('version')}, {q('version_ts')}, {q('source')}, "
         f"{q('is_anchor')}, {', '.join(exprs)} FROM {q('sfdc_tmp_seq')}), "
         f"f2 AS (SELECT *, HASH({state}) AS {q('state_hash')} FROM f1) "
@@ -366,18 +386,76 @@ def fold(spec: ObjectSpec) -> str:
         f"(NOT {q('is_anchor')} AND (LAG({q('state_hash')}) {w_plain} IS NULL "
         f"OR LAG({q('state_hash')}) {w_plain} <> {q('state_hash')})) AS {q('emits')}, "
         f"ROW_NUMBER() OVER (PARTITION BY {q('id')} ORDER BY {q('version')} DESC NULLS LAST) = 1 "
-        f"AS {q('is_last')} FROM f2"
+        f"AS {q('is_last')}, FALSE AS {q('is_simple')} FROM f2"
+    )
+    return (
+        f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_fold')} AS "
+        f"{general} UNION ALL {_fold_simple(spec)}"
+    )
+
+
+def _fold_simple(spec: ObjectSpec) -> str:
+    """Fold rows of the simple records (`classify`): the anchor (current row) and the change.
+
+    One change over the current row: a field is the change's value if the change sets
+    it, else the current one; no window, no sort (a 1M-row backfill batch is all simple).
+    Same columns, in the same order, as the windowed fold.
+    """
+    state = spec.state_columns
+    new = []
+    for c in state:
+        expr = f"CASE WHEN b.{q(c + '__set')} THEN b.{q(c)} ELSE o.{q(c)} END"
+        if c == IS_DELETED_COLUMN:  # false until a change sets it
+            expr = f"COALESCE({expr}, FALSE)"
+        new.append(f"{expr} AS {q(c)}")
+    olds = ", ".join(f"o.{q(c)} AS {q('o__' + c)}" for c in state)
+    s1 = (
+        f"SELECT b.{q('record_id')} AS {q('id')}, b.{q('version')}, b.{q('version_ts')}, "
+        f"b.{q('source')}, o.{q('id')} IS NOT NULL AS {q('has_old')}, "
+        f"o.{q('_version')} AS {q('o__version')}, o.{q('_source')} AS {q('o__source')}, "
+        f"{', '.join(new)}, {olds} "
+        f"FROM {q('sfdc_tmp_apply')} b JOIN {q('sfdc_tmp_class')} c "
+        f"ON c.{q('id')} = b.{q('record_id')} AND c.{q('is_simple')} "
+        f"LEFT JOIN {q('sfdc_tmp_old')} o ON o.{q('id')} = b.{q('record_id')}"
+    )
+    old_hash = f"HASH({_cols(['o__' + c for c in state])})"
+    s2 = (
+        f"SELECT *, HASH({_cols(state)}) AS {q('state_hash')}, "
+        f"CASE WHEN {q('has_old')} THEN {old_hash} END AS {q('old_hash')} FROM ({s1}) s1"
+    )
+    return (
+        f"SELECT * FROM (WITH s2 AS ({s2}) "
+        f"SELECT {q('id')}, {q('version')}, {q('version_ts')}, {q('source')}, "
+        f"FALSE AS {q('is_anchor')}, {_cols(state)}, {q('state_hash')}, "
+        f"(NOT {q('has_old')} OR {q('state_hash')} <> {q('old_hash')}) AS {q('emits')}, "
+        f"TRUE AS {q('is_last')}, TRUE AS {q('is_simple')} FROM s2 "
+        f"UNION ALL "
+        f"SELECT {q('id')}, {q('o__version')}, CAST(NULL AS TIMESTAMP), {q('o__source')}, "
+        f"TRUE, {_cols(['o__' + c for c in state])}, {q('old_hash')}, FALSE, FALSE, TRUE "
+        f"FROM s2 WHERE {q('has_old')}) simple"
     )
 
 
 def history_rows() -> str:
-    """Anchors and emitted states, with valid_to = the next one's valid_from."""
+    """Anchors and emitted states, with valid_to = the next one's valid_from.
+
+    Windowed for the general records; a simple record has at most an anchor and one
+    emitted row, so its anchor's next version is found by a join instead of a sort.
+    """
     w = f"OVER (PARTITION BY {q('id')} ORDER BY {q('version')})"
+    f = q("sfdc_tmp_fold")
     return (
         f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_hist')} AS "
         f"SELECT *, LEAD({q('version_ts')}) {w} AS {q('next_ts')}, "
         f"LEAD({q('version')}) {w} IS NULL AS {q('now_current')} "
-        f"FROM {q('sfdc_tmp_fold')} WHERE {q('is_anchor')} OR {q('emits')}"
+        f"FROM {f} WHERE NOT {q('is_simple')} AND ({q('is_anchor')} OR {q('emits')}) "
+        f"UNION ALL "
+        f"SELECT a.*, e.{q('version_ts')}, e.{q('id')} IS NULL FROM {f} a "
+        f"LEFT JOIN {f} e ON e.{q('id')} = a.{q('id')} AND e.{q('is_simple')} "
+        f"AND e.{q('emits')} WHERE a.{q('is_simple')} AND a.{q('is_anchor')} "
+        f"UNION ALL "
+        f"SELECT *, CAST(NULL AS TIMESTAMP), TRUE FROM {f} "
+        f"WHERE {q('is_simple')} AND {q('emits')}"
     )
 
 
@@ -404,8 +482,15 @@ def _anchors(late: bool) -> str:
     )
 
 
-def close_open_versions(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
-    """In-order records that changed state: close their open scd2 row."""
+def close_open_versions(
+    spec: ObjectSpec, s: SchemaNames, id_filter: str, by_index: bool = False
+) -> str:
+    """In-order records that changed state: close their open scd2 row.
+
+    `by_index` is DuckDB's (pick the open row in the SET so its ART index is used);
+    Snowflake has no index, so one statement serves both.
+    """
+    del by_index
     h = t(s.history, spec.table)
     return (
         f"UPDATE {h} SET {q('valid_to')} = n.{q('next_ts')}, {q('is_current')} = FALSE "

@@ -6,6 +6,8 @@ to the reference fold, hence identical to each other.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,11 @@ from tests.sync_engine.histories import (
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("FOLD_MAX_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data(), history=histories())
 def test_any_delivery_of_a_history_equals_the_reference_fold(data, history):
     expected = fold(SPEC, history)
