@@ -196,3 +196,49 @@ def test_failed_job_raises_operation_error(clean_faults: Emulator) -> None:
     em.admin("fail", target="bulk", count=1, message="InternalServerError")
     with pytest.raises(SalesforceOperationError):
         list(em.sf().bulk2.Task.query("SELECT Id FROM Task", wait=0.1))
+
+
+def test_identity_pages_have_a_length_and_equal_the_gzip_pages(emulator: Emulator) -> None:
+    created = api(
+        emulator,
+        "POST",
+        "jobs/query",
+        json={"operation": "queryAll", "query": "SELECT Id, Name, Description FROM Account"},
+    ).json()
+    info = wait_state(emulator, created["id"], {"JobComplete"})
+    bodies: dict[str, list[bytes]] = {}
+    for encoding in ("identity", "gzip"):
+        locator, pages = "", []
+        while locator != "null":
+            params = {"maxRecords": 37, **({"locator": locator} if locator else {})}
+            page = api(emulator, "GET", f"jobs/query/{created['id']}/results", params=params,
+                       headers={"Accept-Encoding": encoding}, stream=True)  # fmt: skip
+            raw = page.raw.read()
+            if encoding == "identity":
+                # Known length: no chunked framing.
+                assert int(page.headers["Content-Length"]) == len(raw)
+                assert "Transfer-Encoding" not in page.headers
+            else:
+                assert page.headers["Content-Encoding"] == "gzip"
+                raw = gzip.decompress(raw)
+            assert raw.startswith(b'"Id","Name","Description"\n')
+            pages.append(raw)
+            locator = page.headers["Sforce-Locator"]
+        bodies[encoding] = pages
+    assert bodies["identity"] == bodies["gzip"]
+    rows = sum(len(list(csv.DictReader(io.StringIO(p.decode())))) for p in bodies["identity"])
+    assert rows == info["numberRecordsProcessed"]
+
+
+def test_csv_lines_quote_every_non_null_value_and_leave_nulls_empty(emulator: Emulator) -> None:
+    sf = emulator.sf()
+    created = sf.Account.create({"Name": 'Tab\there "q" ^ |', "NumberOfEmployees": 12})["id"]
+    soql = (
+        "SELECT Id, Name, Phone, NumberOfEmployees, IsDeleted, CreatedDate FROM Account "
+        f"WHERE Id = '{created}'"
+    )
+    (page,) = sf.bulk2.Account.query(soql, column_delimiter="CARET", wait=0.1)
+    header, line = page.splitlines()
+    assert header == '"Id"^"Name"^"Phone"^"NumberOfEmployees"^"IsDeleted"^"CreatedDate"'
+    assert line.startswith(f'"{created}"^"Tab\there ""q"" ^ |"^^"12"^"false"^"')
+    assert line.endswith('.000Z"')

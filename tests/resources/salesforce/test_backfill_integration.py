@@ -120,3 +120,43 @@ def test_killed_bulk_download_resumes_from_job_and_locator(
     got = landed(store, result)
     assert got.height == emulator.store.truth("Contact").num_rows == got["Id"].n_unique()
     assert result.manifests[0].meta["resumed"] is True
+
+
+def test_backfill_without_gzip_lands_the_same_rows(
+    client: SalesforceClient, tmp_path: Path
+) -> None:
+    frames = []
+    for gzip in (True, False):
+        store = LandingStore(str(tmp_path / f"landing-{gzip}"))
+        options = BulkOptions(page_size=11, lag=timedelta(0), poll_initial_s=0.05, gzip=gzip)
+        result = client.bulk(store, options).backfill("Opportunity", START, END, now=future())
+        assert result.rows > 11 and len(result.manifests[0].parts) > 1
+        frames.append(landed(store, result).drop("_job_id", "_observed_at_ms").sort("Id"))
+    assert frames[0].equals(frames[1])
+
+
+def test_page_prefetcher_keeps_order_raises_errors_and_stops() -> None:
+    from resources.salesforce.bulk import _PagePrefetcher
+
+    def fetch(locator: str) -> tuple[bytes, str]:
+        n = int(locator or 0)
+        if n == 3:
+            raise RuntimeError("page 3 failed")
+        return str(n).encode(), str(n + 1)
+
+    pages = _PagePrefetcher(fetch, "", depth=1)
+    assert [pages.next() for _ in range(3)] == [(b"0", "1"), (b"1", "2"), (b"2", "3")]
+    with pytest.raises(RuntimeError, match="page 3"):
+        pages.next()
+    pages.close()
+
+    fetched: list[str] = []
+
+    def endless(locator: str) -> tuple[bytes, str]:
+        fetched.append(locator)
+        return b"x", str(len(fetched))
+
+    early = _PagePrefetcher(endless, "", depth=1)
+    assert early.next() == (b"x", "1")
+    early.close()  # the consumer stopped (a crash): the thread ends, no unbounded fetching
+    assert len(fetched) <= 4

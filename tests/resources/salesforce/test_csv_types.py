@@ -73,3 +73,34 @@ def test_person_name_stays_queryable() -> None:
         ],
     }
     assert parse_describe(body).field_names == ["Name", "FirstName"]
+
+
+def test_other_spellings_fall_back_to_the_forgiving_casts() -> None:
+    csv = (
+        b'"Id","SystemModstamp","IsDeleted"\n'
+        b'"006A","2024-01-31T12:34:56.5+0000","TRUE"\n'
+        b'"006B",,"False"\n'
+    )
+    df = read_page(csv, schema_for(DESCRIBE, ["Id", "SystemModstamp", "IsDeleted"]))
+    assert df.schema["SystemModstamp"] == pl.Datetime("ms", "UTC")
+    assert df["IsDeleted"].to_list() == [True, False]
+    assert df["SystemModstamp"].to_list() == [
+        datetime(2024, 1, 31, 12, 34, 56, 500000, tzinfo=UTC),
+        None,
+    ]
+
+
+def test_fast_path_matches_the_forgiving_casts() -> None:
+    from resources.salesforce.csv_types import _slow_cast
+
+    csv = b'"Id","Amount","CloseDate","SystemModstamp","IsDeleted","Name","Qty","Probability"\n'
+    csv += b"".join(
+        f'"006{i}","{i}.25","2024-01-{i % 28 + 1:02d}","2024-01-31T12:34:{i % 60:02d}.{i:03d}Z",'
+        f'"{"true" if i % 2 else "false"}","n{i}",,"{i / 2}"\n'.encode()
+        for i in range(200)
+    )
+    schema = schema_for(DESCRIBE, COLS)
+    fast = read_page(csv, schema)
+    raw = pl.read_csv(csv, infer_schema=False, null_values="")
+    slow = raw.with_columns(_slow_cast(n, t).alias(n) for n, t in schema.items())
+    assert fast.equals(slow)
