@@ -235,15 +235,23 @@ def cdc_change(
     nulled_fields: Iterable[str] = (),
     schema_id: str | None = None,
     payload: str | None = None,
+    commit_user: str | None = None,
 ) -> dict[str, Any]:
     """One row for one record of a decoded CDC event.
 
     CREATE/UNDELETE set every field (IsDeleted false); UPDATE sets changed + nulled fields
     (nulled ones to null); DELETE sets only IsDeleted (true); GAP_* sets nothing and is
     kept in raw only (the caller re-fetches those ids as snapshots).
+
+    Salesforce stamps SystemModstamp on every DML (deletes included) but CDC events omit
+    it; every applied change type therefore also sets it, to the commit second, so a later
+    snapshot of an unchanged record is a no-op instead of a new version. A delete by a
+    user also stamps LastModifiedDate/ById, which a header-only DELETE event cannot carry:
+    with `commit_user` given they are set to the commit second and that user.
     """
     values = dict(values or {})
     change_id = cdc_change_id(event_uuid, record_id)
+    stamp_field = next((f.name for f in spec.fields if f.name.lower() == "systemmodstamp"), None)
     version = event_version(commit_ms, transaction_key, sequence_number, replay_id, change_id)
     if change_type in ("CREATE", "UNDELETE"):
         set_fields = [f.name for f in spec.fields] + [IS_DELETED_FIELD]
@@ -256,10 +264,21 @@ def cdc_change(
         is_deleted = None
     elif change_type == "DELETE":
         set_fields, is_deleted, values = [IS_DELETED_FIELD], True, {}
+        names = {f.name.lower(): f.name for f in spec.fields}
+        if commit_user and "lastmodifieddate" in names and "lastmodifiedbyid" in names:
+            values = {
+                names["lastmodifieddate"]: ts_of(commit_ms - commit_ms % 1000),
+                names["lastmodifiedbyid"]: commit_user,
+            }
+            set_fields = [IS_DELETED_FIELD, *values]
     elif change_type.startswith(GAP_PREFIX):
         set_fields, is_deleted, values = [], None, {}
     else:
         raise ValueError(f"unknown CDC change type {change_type!r}")
+    if stamp_field is not None and not change_type.startswith(GAP_PREFIX):
+        values[stamp_field] = ts_of(commit_ms - commit_ms % 1000)
+        if stamp_field not in set_fields:
+            set_fields = [*set_fields, stamp_field]
     return _row(
         spec,
         change_id=change_id,

@@ -96,13 +96,16 @@ class ObjectSpec:
     def from_describe(cls, describe: Mapping) -> ObjectSpec:
         """Build from a REST describe payload (`name`, `fields[].name/type/scale`).
 
-        Compound fields (address, location) are skipped: Bulk and CDC deliver their
-        components as separate fields.
+        Compound parents are skipped: addresses and locations, and any field another
+        field names as its `compoundFieldName` (a person's `Name`). CDC events carry only
+        the components, so a synced parent would go stale after the first CDC update; the
+        components are synced and dbt derives the parent.
         """
+        parents = {f.get("compoundFieldName") for f in describe["fields"]} - {None}
         fields = [
             FieldSpec(f["name"], f["type"], f.get("scale"))
             for f in describe["fields"]
-            if f["type"] not in ("address", "location")
+            if f["type"] not in ("address", "location") and f["name"] not in parents
         ]
         return cls(describe["name"], tuple(fields))
 

@@ -4,13 +4,21 @@
     Unquoted aliases keep DuckDB's case as written and fold to upper case in Snowflake,
     which is what the old Snowflake replication produced (STAGENAME).
 #}
-{% macro salesforce_api_columns(api_names) -%}
+{% macro salesforce_api_columns(api_names, person_name=false) -%}
     {%- for api_name in api_names %}
         {%- if api_name == 'IsDeleted' %}
         is_deleted as IsDeleted
+        {%- elif api_name == 'Name' and person_name %}
+        {{ person_full_name() }} as Name
         {%- else %}
         {{ api_name | lower }} as {{ api_name }}
         {%- endif %}
         {{- "," if not loop.last }}
     {%- endfor %}
+{%- endmacro %}
+
+{#- A person's Name (Contact, Lead, User) is the compound of FirstName and LastName: CDC
+    events carry only the parts, so the warehouse derives it the way Salesforce does. -#}
+{% macro person_full_name() -%}
+    nullif(trim(coalesce(firstname || ' ', '') || coalesce(lastname, '')), '')
 {%- endmacro %}

@@ -195,6 +195,7 @@ class ChangeRow:
     schema_id: str
     set_fields: tuple[str, ...]
     payload: Mapping[str, Any] = field(repr=False)
+    commit_user: str | None = None  # the user id; a DELETE event carries nothing else
 
 
 def decode_event(
@@ -264,6 +265,7 @@ def explode(event: DecodedEvent, schema: EventSchema) -> list[ChangeRow]:
             schema_id=event.schema_id,
             set_fields=fields,
             payload=values,
+            commit_user=event.commit_user,
         )
         for rid in ids
     ]

@@ -75,6 +75,7 @@ def cdc_batch(spec: Any, rows: Iterable[ChangeRow], batch_id: str | None = None)
                 nulled_fields=nulled,
                 schema_id=r.schema_id,
                 payload=json.dumps(dict(r.payload), sort_keys=True, default=_json_default),
+                commit_user=r.commit_user,
             )
         )
     return build_batch(spec, out, batch_id)

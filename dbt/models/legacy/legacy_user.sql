@@ -53,7 +53,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(salesforce_fields, person_name=true) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

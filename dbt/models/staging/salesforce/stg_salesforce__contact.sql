@@ -22,7 +22,7 @@ renamed as (
         lastname as last_name,
         firstname as first_name,
         salutation,
-        name as contact_name,
+        {{ person_full_name() }} as contact_name,
         mailingstreet as mailing_street,
         mailingcity as mailing_city,
         mailingstate as mailing_state,

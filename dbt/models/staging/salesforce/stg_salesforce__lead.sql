@@ -23,7 +23,7 @@ renamed as (
         lastname as last_name,
         firstname as first_name,
         salutation,
-        name as lead_name,
+        {{ person_full_name() }} as lead_name,
         title,
         company,
         street,

@@ -21,7 +21,7 @@ renamed as (
         username,
         lastname as last_name,
         firstname as first_name,
-        name as user_name,
+        {{ person_full_name() }} as user_name,
         companyname as company_name,
         division,
         department,
