@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator bench-extraction clean
+.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator bench-extraction bench-latency clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -45,6 +45,9 @@ bench-emulator: setup
 
 bench-extraction: setup
 	$(PY) -m bench.extraction
+
+bench-latency: setup
+	$(PY) -m bench.latency
 
 bench-engine: setup
 	$(PY) -m bench.engine

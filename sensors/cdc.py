@@ -1,0 +1,358 @@
+"""CDC sensors: one per channel group, draining Pub/Sub into landed micro-batches.
+
+Each tick (DESIGN §5):
+1. drain the group's custom channel from the replay id in the cursor (EARLIEST the first
+   time: LATEST with no events would leave no cursor), up to N events or T seconds;
+2. land one immutable micro-batch per object and change day (`land_cdc`; named by the
+   replay range, so re-landing after a crash commits nothing new);
+3. gap events: re-read those Ids by REST and land them as `rest` snapshots; overflow
+   events and an expired replay id: schedule a targeted re-backfill of the object (an
+   expired id also resubscribes at LATEST first) - no human in the loop, the run and this
+   sensor's log tell the on-call;
+4. return the run requests (deterministic `run_key`s: a re-evaluated tick requests nothing
+   twice) and the new cursor, only after everything is landed.
+
+Each run request materializes raw -> current -> scd2 of one object for the micro-batch's
+partition (raw run config `landing_batches`), or for the re-backfill's range (`since`).
+"""
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import dagster as dg
+
+from resources.landing import BatchRef, LandingStore
+from resources.salesforce.resource import SalesforceResource
+from sfdc_assets.assets import LAYERS, asset_key, describe_cache, dumps, run_tags
+from sfdc_assets.checks import CDC_LAG, CURRENT_ID_UNIQUE, RAW_VALID
+from sfdc_assets.objects import ChannelGroup, SyncConfig, load_config
+from sfdc_assets.partitions import daily_partitions, partition_key_for
+from sfdc_assets.resources import LandingResource
+
+RAW_OP = "salesforce__raw__{name}"
+# Wait this long after the lag before re-reading with Bulk, so the changes being
+# recovered are older than the reader's lag window.
+REBACKFILL_SETTLE_S = 5
+
+
+def _load_cursor(text: str | None) -> dict[str, Any]:
+    cur = json.loads(text) if text else {}
+    cur.setdefault("replay", None)
+    cur.setdefault("policy", "EARLIEST")
+    cur.setdefault("last_commit_ms", None)
+    cur.setdefault("pending", [])
+    return cur
+
+
+def _specs(
+    client: Any, landing: LandingStore, names: list[str], refresh: set[str] = frozenset()
+) -> dict[str, tuple[Any, Any]]:
+    """name -> (engine spec, describe) from the raw asset's describe cache (REST if absent)."""
+    from resources.salesforce.rest import parse_describe
+    from sync_engine.spec import ObjectSpec
+
+    out = {}
+    for name in names:
+        body = None if name in refresh else describe_cache(landing, name)
+        if body is None:
+            full = client.rest.describe_body(name)
+            body = {
+                "name": full["name"],
+                "keyPrefix": full.get("keyPrefix"),
+                "fields": full["fields"],
+            }
+            landing.write_checkpoint(f"describe/{name}", body)
+        out[name] = (ObjectSpec.from_describe(body), parse_describe(body))
+    return out
+
+
+def _unknown_fields(rows: list[Any], specs: dict[str, tuple[Any, Any]]) -> set[str]:
+    """Objects whose events set a field the cached describe lacks (a new field)."""
+    stale = set()
+    for r in rows:
+        if r.entity in specs:
+            known = {f.name for f in specs[r.entity][0].fields} | {"Id", "IsDeleted"}
+            if any(f not in known for f in r.set_fields):
+                stale.add(r.entity)
+    return stale
+
+
+def rest_frame(records: list[dict[str, Any]], describe: Any, observed_ms: int) -> Any:
+    """REST records -> the typed frame a Bulk page would give (same typing code)."""
+    import polars as pl
+
+    from resources.salesforce.csv_types import OBSERVED_AT, read_page, schema_for
+
+    names = describe.field_names
+    text = {
+        n: [
+            ""
+            if r.get(n) is None
+            else ("true" if r[n] is True else "false" if r[n] is False else str(r[n]))
+            for r in records
+        ]
+        for n in names
+    }
+    frame = read_page(pl.DataFrame(text).write_csv().encode(), schema_for(describe, names))
+    return frame.with_columns(pl.lit(observed_ms, dtype=pl.Int64).alias(OBSERVED_AT))
+
+
+def _land_repairs(
+    client: Any,
+    landing: LandingStore,
+    channel: str,
+    gaps: dict[str, set[str]],
+    specs: dict[str, tuple[Any, Any]],
+    tag: str,
+) -> list[Any]:
+    """Gap events: re-read the Ids by REST and land them as `rest` snapshot micro-batches."""
+    import polars as pl
+
+    from resources.salesforce.to_changes import snapshot_batch
+
+    manifests = []
+    slug = channel.strip("/").replace("/", "_").replace("__", "_")
+    for entity, ids in sorted(gaps.items()):
+        if entity not in specs or not ids:
+            continue
+        spec, describe = specs[entity]
+        rows = client.rest.retrieve(entity, sorted(ids), describe.field_names)
+        if not rows.records:
+            continue  # purged: nothing left to read
+        frame = rest_frame(rows.records, describe, rows.observed_at_ms)
+        changes = pl.from_arrow(snapshot_batch(spec, frame, source="rest"))
+        assert isinstance(changes, pl.DataFrame)
+        for (day,), part in changes.group_by("change_date", maintain_order=True):
+            ref = BatchRef("cdc", entity, day, f"rest-{slug}-{tag}")
+            manifests.append(
+                landing.write_batch(
+                    ref, part, {"source": "rest", "topic": channel, "repair_of": "gap events"}
+                )
+            )
+    return manifests
+
+
+def _request_for(manifest: Any, partitions: dg.DailyPartitionsDefinition) -> dg.RunRequest:
+    name = manifest.object
+    ref = f"{manifest.kind}/{name}/{manifest.day}/{manifest.batch_id}"
+    source = manifest.meta.get("source", "cdc")
+    span = manifest.batch_id.rsplit("-", 2)[-2:]
+    return dg.RunRequest(
+        run_key=f"{source}:{name}:{manifest.day}:{'-'.join(span)}",
+        partition_key=partition_key_for(dt.date.fromisoformat(manifest.day), partitions),
+        asset_selection=[asset_key(layer, name) for layer in LAYERS],
+        asset_check_keys=_run_checks(name),
+        run_config={
+            "ops": {RAW_OP.format(name=name.lower()): {"config": {"landing_batches": [ref]}}}
+        },
+        tags={**run_tags(name), "sfdc/source": source},
+    )
+
+
+def _run_checks(name: str) -> list[dg.AssetCheckKey]:
+    # The cheap in-op checks; reconciliation (an API call) runs on its own schedule.
+    return [
+        dg.AssetCheckKey(asset_key("raw", name), RAW_VALID),
+        dg.AssetCheckKey(asset_key("current", name), CURRENT_ID_UNIQUE),
+        dg.AssetCheckKey(asset_key("current", name), CDC_LAG),
+    ]
+
+
+def rebackfill_request(
+    name: str, since_ms: int, reason: str, partitions: dg.DailyPartitionsDefinition
+) -> dg.RunRequest:
+    """A targeted re-backfill of one object from `since_ms` (raw config `since`)."""
+    since = dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC).replace(microsecond=0)
+    start = partition_key_for(since.date(), partitions)
+    end = partitions.get_last_partition_key() or start
+    return dg.RunRequest(
+        run_key=f"rebackfill:{name}:{since_ms}",
+        asset_selection=[asset_key(layer, name) for layer in LAYERS],
+        asset_check_keys=_run_checks(name),
+        run_config={
+            "ops": {RAW_OP.format(name=name.lower()): {"config": {"since": since.isoformat()}}}
+        },
+        tags={
+            **run_tags(name),
+            "sfdc/source": "rebackfill",
+            "sfdc/reason": reason,
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": max(start, end),
+        },
+    )
+
+
+def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.SensorDefinition:
+    """The sensor of one channel group."""
+    sync = sync or load_config()
+    settings = sync.settings
+    objects = [o for o in sync.group_objects(group.name) if o.mode == "cdc"]
+    names = [o.name for o in objects]
+    partitions = daily_partitions(settings.partitions_start)
+    margin_ms = settings.rebackfill_margin_minutes * 60_000
+    targets = [asset_key(layer, n) for n in names for layer in LAYERS]
+
+    @dg.sensor(
+        name=f"cdc_{group.name}",
+        description=(
+            f"Drains {group.channel} ({', '.join(names)}) every ~{group.interval_seconds} s, "
+            "lands micro-batches and requests raw -> current -> scd2 runs for them; repairs "
+            "gaps by REST and overflows / expired replay ids by a targeted re-backfill."
+        ),
+        minimum_interval_seconds=group.interval_seconds,
+        target=targets,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _cdc(
+        context: dg.SensorEvaluationContext,
+        salesforce: SalesforceResource,
+        landing: LandingResource,
+    ) -> dg.SensorResult:
+        from resources.salesforce.errors import ReplayIdExpiredError
+        from resources.salesforce.pubsub import ReplayPolicy
+        from resources.salesforce.to_changes import land_cdc
+
+        cur = _load_cursor(context.cursor)
+        store = landing.store()
+        client = salesforce.client({o.name: list(o.pii_fields) for o in objects})
+        requests: list[dg.RunRequest] = []
+        now_s = time.time()
+        try:
+            specs = _specs(client, store, names)
+            replay = bytes.fromhex(cur["replay"]) if cur["replay"] else None
+            policy = None if replay else ReplayPolicy(cur["policy"])
+            try:
+                result = client.pubsub.drain(
+                    group.channel,
+                    replay,
+                    policy=policy,
+                    max_events=group.max_events,
+                    max_seconds=group.max_seconds,
+                )
+            except ReplayIdExpiredError:
+                # Outage past retention (72 h): take new events from now on, and re-read
+                # what was missed with Bulk once it is older than the read lag.
+                context.log.warning(
+                    "%s: stored replay id expired; resubscribing at LATEST and scheduling a "
+                    "re-backfill of %s",
+                    group.channel,
+                    ", ".join(names),
+                )
+                last = cur["last_commit_ms"] or int(now_s * 1000)
+                for name in names:
+                    cur["pending"].append(
+                        {
+                            "object": name,
+                            "since_ms": last - margin_ms,
+                            "reason": "replay-id-expired",
+                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
+                        }
+                    )
+                cur["replay"], cur["policy"] = None, "LATEST"
+                result = client.pubsub.drain(
+                    group.channel,
+                    None,
+                    policy=ReplayPolicy.LATEST,
+                    max_events=group.max_events,
+                    max_seconds=group.max_seconds,
+                )
+            rows = [r for r in result.rows if r.entity in specs]
+            stale = _unknown_fields(rows, specs)
+            if stale:
+                specs.update(_specs(client, store, sorted(stale), refresh=stale))
+            manifests = land_cdc(store, group.channel, rows, {n: s for n, (s, _) in specs.items()})
+            if result.gaps:
+                tag = (
+                    "-".join(r.replay_id_bytes.hex() for r in (rows[0], rows[-1]))
+                    if rows
+                    else f"{int(now_s)}"
+                )
+                manifests += _land_repairs(client, store, group.channel, result.gaps, specs, tag)
+                context.log.info(
+                    "%s: REST repair of gap events for %s",
+                    group.channel,
+                    ", ".join(sorted(result.gaps)),
+                )
+            for entity, commit_ms in result.overflows.items():
+                if entity in specs:
+                    context.log.warning(
+                        "%s: overflow event for %s; re-backfill scheduled", group.channel, entity
+                    )
+                    cur["pending"].append(
+                        {
+                            "object": entity,
+                            "since_ms": commit_ms - margin_ms,
+                            "reason": "overflow",
+                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
+                        }
+                    )
+            requests += [_request_for(m, partitions) for m in manifests]
+            commits = [r.commit_ts for r in rows]
+            if commits:
+                cur["last_commit_ms"] = max([*commits, cur["last_commit_ms"] or 0])
+            if result.replay_id:
+                cur["replay"], cur["policy"] = result.replay_id.hex(), "CUSTOM"
+        finally:
+            client.close()
+        due = [p for p in cur["pending"] if p["not_before"] <= now_s]
+        cur["pending"] = [p for p in cur["pending"] if p["not_before"] > now_s]
+        requests += [
+            rebackfill_request(p["object"], int(p["since_ms"]), p["reason"], partitions)
+            for p in due
+        ]
+        context.log.info(
+            "%s: %d event(s), %d micro-batch(es), %d run request(s), replay id %s",
+            group.channel,
+            result.events,
+            len(manifests),
+            len(requests),
+            cur["replay"],
+        )
+        return dg.SensorResult(run_requests=requests, cursor=dumps(cur))
+
+    return _cdc
+
+
+def cdc_sensors(sync: SyncConfig | None = None) -> list[dg.SensorDefinition]:
+    """One sensor per channel group with CDC objects."""
+    sync = sync or load_config()
+    return [
+        build_cdc_sensor(group, sync)
+        for name, group in sync.channel_groups.items()
+        if any(o.mode == "cdc" for o in sync.group_objects(name))
+    ]
+
+
+def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None:
+    """Objects without CDC (`mode: polling`): a re-read of the recent window every
+    `poll_minutes`, as a targeted re-backfill run (§4 reconciles the overlap)."""
+    sync = sync or load_config()
+    polled = [o for o in sync.objects if o.mode == "polling"]
+    if not polled:
+        return None
+    partitions = daily_partitions(sync.settings.partitions_start)
+    lag_ms = sync.settings.bulk_lag_seconds * 1000
+
+    @dg.sensor(
+        name="sfdc_polling",
+        minimum_interval_seconds=60,
+        target=[asset_key(layer, o.name) for o in polled for layer in LAYERS],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        cur = json.loads(context.cursor) if context.cursor else {}
+        now_ms = int(time.time() * 1000)
+        requests = []
+        for o in polled:
+            last = cur.get(o.name)
+            if last is not None and now_ms - last < o.poll_minutes * 60_000:
+                continue
+            # Overlap one poll interval plus the lag: a re-read of the same rows is a no-op.
+            since = (last or now_ms) - o.poll_minutes * 60_000 - lag_ms
+            requests.append(rebackfill_request(o.name, since, "polling", partitions))
+            cur[o.name] = now_ms
+        return dg.SensorResult(run_requests=requests, cursor=dumps(cur))
+
+    return _poll

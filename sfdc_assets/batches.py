@@ -1,0 +1,260 @@
+"""How landed batches travel from the raw asset to the current/scd2 asset, crash-safely.
+
+The raw asset turns every landed batch part (a Bulk Parquet part, a CDC or REST
+micro-batch) into engine change rows, validates them (checks.py), writes the rows that
+passed as an immutable Parquet file under `_validated/` in the landing store, appends them
+to raw (`append_raw`), quarantines the rest, and records the part in
+`sfdc_meta.raw_batches` (`valid` or `rejected`). The current/scd2 asset applies every
+`valid`, not yet applied part of its partition window (`apply_batch` with the same label,
+so its batch id, a hash of the label and the change ids, equals the raw rows' one) and
+stamps `applied_at`.
+
+Nothing travels in memory between the two steps: a crash anywhere is repaired by re-running
+(append_raw is an anti-join, apply_batch skips batches in the load log, the validated file
+is rewritten with the same content, registering is an upsert of unapplied rows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import re
+import uuid
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from resources.landing import BatchRef, LandingStore, Manifest
+from resources.warehouse import Warehouse, qualified, quote
+
+LEDGER = "raw_batches"
+VALIDATED_DIR = "_validated"
+# apply_batch accepts labels up to 128 characters and appends "-" + 32 hex characters.
+_MAX_LABEL = 90
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+@dataclass(frozen=True)
+class PartRef:
+    """One part of one landed batch: the unit that is validated, appended and applied."""
+
+    kind: str
+    object: str
+    day: dt.date
+    batch_id: str
+    part: int
+
+    @classmethod
+    def of(cls, manifest: Manifest, part: int) -> PartRef:
+        """The `part`-th file of a committed batch."""
+        return cls(
+            manifest.kind,
+            manifest.object,
+            dt.date.fromisoformat(manifest.day),
+            manifest.batch_id,
+            part,
+        )
+
+    @classmethod
+    def parse(cls, key: str) -> PartRef:
+        """Inverse of :attr:`key`."""
+        path, _, part = key.rpartition("#")
+        kind, obj, day, batch_id = path.split("/")
+        return cls(kind, obj, dt.date.fromisoformat(day), batch_id, int(part))
+
+    @property
+    def key(self) -> str:
+        """`kind/object/day/batch_id#part`: the ledger key."""
+        return f"{self.kind}/{self.object}/{self.day.isoformat()}/{self.batch_id}#{self.part}"
+
+    @property
+    def batch_ref(self) -> BatchRef:
+        """The landed batch this part belongs to."""
+        return BatchRef(self.kind, self.object, self.day, self.batch_id)
+
+    @property
+    def label(self) -> str:
+        """The apply_batch label: readable, unique per part, within the engine's limits."""
+        raw = _LABEL_SAFE.sub("_", f"{self.batch_id}-{self.day:%Y%m%d}-p{self.part}")
+        if len(raw) <= _MAX_LABEL:
+            return raw
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+        return f"{raw[: _MAX_LABEL - 17]}-{digest}"
+
+
+def read_part(landing: LandingStore, manifest: Manifest, part: int) -> pl.DataFrame:
+    """One landed part in memory (bounded by the Bulk page size or the micro-batch)."""
+    path = f"{landing.root}/{manifest.parts[part].path}"
+    with landing.fs.open(path, "rb") as fh:
+        return pl.read_parquet(fh.read())
+
+
+def manifest_of(landing: LandingStore, ref: PartRef) -> Manifest:
+    """The committed manifest of a part's batch (a missing one is a clear error)."""
+    manifest = landing.manifest(ref.batch_ref)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"landing batch {ref.batch_ref.prefix} has no manifest: it was never committed "
+            "(a crashed writer); re-run the sensor tick or the backfill that lands it"
+        )
+    return manifest
+
+
+def _validated_path(landing: LandingStore, ref: PartRef) -> str:
+    return f"{landing.root}/{VALIDATED_DIR}/{ref.object}/{ref.day.isoformat()}/{ref.label}.parquet"
+
+
+def write_validated(landing: LandingStore, ref: PartRef, table: pa.Table) -> str:
+    """Store the rows that passed validation (what raw appended, what current applies)."""
+    import pyarrow.parquet as pq
+
+    path = _validated_path(landing, ref)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    landing.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with landing.fs.open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    # Same content on a rerun: replacing it is harmless; a local rename is atomic.
+    landing.fs.mv(tmp, path)
+    return path
+
+
+def read_validated(landing: LandingStore, ref: PartRef) -> pa.Table:
+    """The validated rows of a part."""
+    import pyarrow.parquet as pq
+
+    with landing.fs.open(_validated_path(landing, ref), "rb") as fh:
+        return pq.read_table(io.BytesIO(fh.read()))
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+
+def _t(warehouse: Warehouse) -> str:
+    return qualified(warehouse, warehouse.schema_names.meta, LEDGER)
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ts(value: dt.datetime) -> str:
+    return f"CAST('{value.isoformat(sep=' ')}' AS TIMESTAMP)"
+
+
+def _date(value: dt.date) -> str:
+    return f"CAST('{value.isoformat()}' AS DATE)"
+
+
+def ensure_ledger(warehouse: Warehouse) -> None:
+    """Create `sfdc_meta.raw_batches` if absent."""
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    warehouse.ensure_schemas()
+    warehouse.execute(
+        f"CREATE TABLE IF NOT EXISTS {_t(warehouse)} ("
+        f"{q('object_name')} VARCHAR NOT NULL, {q('part_key')} VARCHAR NOT NULL, "
+        f"{q('label')} VARCHAR NOT NULL, {q('status')} VARCHAR NOT NULL, "
+        f"{q('day_min')} DATE, {q('day_max')} DATE, {q('rows_landed')} BIGINT, "
+        f"{q('rows_appended')} BIGINT, {q('rows_quarantined')} BIGINT, {q('source')} VARCHAR, "
+        f"{q('run_id')} VARCHAR, {q('validated_at')} TIMESTAMP NOT NULL, "
+        f"{q('applied_at')} TIMESTAMP, {q('apply_batch_id')} VARCHAR)"
+    )
+
+
+@dataclass
+class LedgerRow:
+    """One validated part."""
+
+    object_name: str
+    ref: PartRef
+    status: str
+    day_min: dt.date
+    day_max: dt.date
+    rows_landed: int
+    rows_appended: int
+    rows_quarantined: int
+    source: str
+    run_id: str
+    validated_at: dt.datetime
+
+
+def register(warehouse: Warehouse, row: LedgerRow) -> None:
+    """Record a validated part (replaces an unapplied record of it; an applied one stays)."""
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    where = (
+        f"{q('object_name')} = {_lit(row.object_name)} AND {q('part_key')} = {_lit(row.ref.key)}"
+    )
+    applied = warehouse.query(
+        f"SELECT COUNT(*) FROM {_t(warehouse)} WHERE {where} AND {q('applied_at')} IS NOT NULL"
+    )[0][0]
+    if applied:
+        return
+    warehouse.execute(f"DELETE FROM {_t(warehouse)} WHERE {where}")
+    warehouse.execute(
+        f"INSERT INTO {_t(warehouse)} VALUES ({_lit(row.object_name)}, {_lit(row.ref.key)}, "
+        f"{_lit(row.ref.label)}, {_lit(row.status)}, {_date(row.day_min)}, "
+        f"{_date(row.day_max)}, {int(row.rows_landed)}, {int(row.rows_appended)}, "
+        f"{int(row.rows_quarantined)}, {_lit(row.source)}, {_lit(row.run_id)}, "
+        f"{_ts(row.validated_at)}, NULL, NULL)"
+    )
+
+
+def pending(warehouse: Warehouse, object_name: str, start: dt.date, end: dt.date) -> list[PartRef]:
+    """Valid, unapplied parts whose change days overlap `[start, end)`, oldest first."""
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    rows = warehouse.query(
+        f"SELECT {q('part_key')} FROM {_t(warehouse)} WHERE {q('object_name')} = "
+        f"{_lit(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL "
+        f"AND {q('day_min')} < {_date(end)} AND {q('day_max')} >= {_date(start)} "
+        f"ORDER BY {q('validated_at')}, {q('part_key')}"
+    )
+    return [PartRef.parse(r[0]) for r in rows]
+
+
+def mark_applied(
+    warehouse: Warehouse, object_name: str, ref: PartRef, batch_id: str, now: dt.datetime
+) -> None:
+    """Stamp a part as applied to current and scd2."""
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    warehouse.execute(
+        f"UPDATE {_t(warehouse)} SET {q('applied_at')} = {_ts(now)}, "
+        f"{q('apply_batch_id')} = {_lit(batch_id)} WHERE {q('object_name')} = "
+        f"{_lit(object_name)} AND {q('part_key')} = {_lit(ref.key)}"
+    )
+
+
+def quarantine(
+    warehouse: Warehouse, table: str, rows: pl.DataFrame, batch_label: str, now: dt.datetime
+) -> int:
+    """Insert quarantined rows (change_id, record_id, reason, payload); idempotent per batch."""
+    if rows.height == 0:
+        return 0
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    data = rows.select(
+        pl.col("change_id").cast(pl.String),
+        pl.col("record_id").cast(pl.String),
+        pl.col("reason").cast(pl.String),
+        pl.col("payload").cast(pl.String),
+    ).with_columns(pl.lit(batch_label).alias("batch_id"))
+    warehouse.load_temp_table(
+        "sfdc_tmp_quarantine",
+        ", ".join(f"{q(c)} VARCHAR" for c in data.columns),
+        data.to_arrow(),
+    )
+    target = qualified(warehouse, warehouse.schema_names.quarantine, table)
+    payload = (
+        f"TRY_PARSE_JSON(s.{q('payload')})"
+        if warehouse.dialect == "snowflake"
+        else f"TRY_CAST(s.{q('payload')} AS JSON)"
+    )
+    return warehouse.execute(
+        f"INSERT INTO {target} ({q('change_id')}, {q('record_id')}, {q('reason')}, "
+        f"{q('payload')}, {q('batch_id')}, {q('quarantined_at')}) "
+        f"SELECT s.{q('change_id')}, s.{q('record_id')}, s.{q('reason')}, {payload}, "
+        f"s.{q('batch_id')}, {_ts(now)} FROM {q('sfdc_tmp_quarantine')} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} x WHERE x.{q('batch_id')} = s.{q('batch_id')} "
+        f"AND x.{q('change_id')} IS NOT DISTINCT FROM s.{q('change_id')})"
+    )

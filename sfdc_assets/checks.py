@@ -1,0 +1,368 @@
+"""Checks of the per-object assets, next to the rules they enforce (DESIGN §6).
+
+- `raw_batch_valid` (raw, blocking): every landed batch is validated by a Pandera (polars)
+  schema built from the object's describe: types, Id format and key prefix, required
+  fields, sane timestamps, known change types. Rows that fail go to
+  `sfdc_quarantine.<object>` with their reasons; a batch whose quarantined share passes
+  the threshold, or that fails at schema level (a missing or mistyped column), is rejected
+  whole and the check fails, so current, scd2 and dbt do not run.
+- `current_id_unique` (current, blocking): one row per Id in `sfdc.<object>`.
+- `cdc_lag` (current, warn): now minus the newest CDC commit applied, against the object's
+  freshness target.
+- `live_count_matches_salesforce` (current, warn, on demand / scheduled): Salesforce
+  `SELECT COUNT()` of live rows against the warehouse's live rows.
+
+Pandera is imported inside the functions that use it (~0.5 s), not at definitions load.
+"""
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+
+from resources.warehouse import RECORD_ID_RE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from resources.salesforce.rest import ObjectDescribe
+    from resources.warehouse import Warehouse
+    from sync_engine.spec import ObjectSpec
+
+RAW_VALID = "raw_batch_valid"
+CURRENT_ID_UNIQUE = "current_id_unique"
+CDC_LAG = "cdc_lag"
+RECONCILE = "live_count_matches_salesforce"
+
+SOURCES = ("cdc", "bulk", "rest", "delete_scan")
+CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT")
+GAP_TYPES = ("GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW")
+FULL_CHANGE_TYPES = ("CREATE", "UNDELETE", "SNAPSHOT")
+# Salesforce went live in 1999; anything earlier, or more than a day ahead of the
+# validating clock, is a corrupt timestamp, not a change.
+EARLIEST_SANE = dt.datetime(1999, 1, 1)
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+# Only audit stamps must lie in the past: business datetimes (Event.EndDateTime, a close
+# date) are legitimately in the future.
+AUDIT_TIMESTAMPS = frozenset({"CreatedDate", "LastModifiedDate", "SystemModstamp"})
+# Schema-level failures have no row index in pandera's failure cases.
+SCHEMA_LEVEL = "schema"
+BATCH_REJECTED = "batch rejected"
+
+
+@dataclass(frozen=True)
+class ObjectRules:
+    """What a valid change row of one object looks like, from describe."""
+
+    name: str
+    key_prefix: str | None = None
+    required: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    timestamps: tuple[str, ...] = ()
+
+    @classmethod
+    def from_describe(cls, describe: "ObjectDescribe", spec: "ObjectSpec") -> "ObjectRules":
+        """Rules for the columns the merge spec has.
+
+        Required = not nillable, not calculated, and not a boolean (Salesforce booleans
+        are never null); checked on snapshots (Bulk/REST rows) of live records.
+        """
+        columns = set(spec.columns)
+        required, references, stamps = [], [], []
+        for f in describe.fields:
+            col = f.name.lower()
+            if col not in columns:
+                continue
+            if not f.nillable and not f.calculated and f.type != "boolean":
+                required.append(col)
+            if f.type == "reference":
+                references.append(col)
+            if f.type == "datetime" and f.name in AUDIT_TIMESTAMPS:
+                stamps.append(col)
+        return cls(
+            describe.name, describe.key_prefix, tuple(required), tuple(references), tuple(stamps)
+        )
+
+
+@dataclass
+class Validation:
+    """One batch, validated: the rows to append and the rows to quarantine."""
+
+    rows: int
+    good: pa.Table
+    quarantine: pl.DataFrame  # change_id, record_id, reason, payload
+    schema_errors: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> int:
+        """Rows that failed row-level checks (or all rows of a rejected batch)."""
+        return self.quarantine.height
+
+    def rate_pct(self) -> float:
+        """Quarantined share of the batch, percent."""
+        return 100.0 * self.quarantined / self.rows if self.rows else 0.0
+
+
+def _sane(col: str, now: dt.datetime) -> Any:
+    import pandera.polars as pa_pl
+
+    latest = now + FUTURE_TOLERANCE
+    return pa_pl.Check(
+        lambda data: data.lazyframe.select(
+            pl.col(col).is_null() | pl.col(col).is_between(EARLIEST_SANE, latest)
+        ),
+        name=f"{col}_sane",
+        error=f"{col}_sane: before 1999 or in the future",
+    )
+
+
+def pandera_schema(rules: ObjectRules, now: dt.datetime | None = None) -> Any:
+    """The `pandera.polars.DataFrameSchema` of a change batch of `rules.name`."""
+    import pandera.polars as pa_pl
+
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    id_check = pa_pl.Check.str_matches(RECORD_ID_RE.pattern)
+    record_checks = [id_check]
+    if rules.key_prefix:
+        record_checks.append(pa_pl.Check.str_startswith(rules.key_prefix))
+    columns = {
+        "change_id": pa_pl.Column(str, nullable=False),
+        "record_id": pa_pl.Column(str, checks=record_checks, nullable=False),
+        "source": pa_pl.Column(str, checks=pa_pl.Check.isin(SOURCES), nullable=False),
+        "change_type": pa_pl.Column(
+            str, checks=pa_pl.Check.isin(CHANGE_TYPES + GAP_TYPES), nullable=False
+        ),
+        "version": pa_pl.Column(str, nullable=False),
+        "change_date": pa_pl.Column(pl.Date, nullable=False),
+        "set_fields": pa_pl.Column(pl.List(pl.String), nullable=False),
+        "commit_ts": pa_pl.Column(pl.Datetime, nullable=True),
+        "system_modstamp": pa_pl.Column(pl.Datetime, nullable=True),
+        "version_ts": pa_pl.Column(pl.Datetime, nullable=False),
+    }
+    for col in rules.references:
+        columns[col] = pa_pl.Column(str, checks=id_check, nullable=True, required=False)
+    frame_checks = [_sane(c, now) for c in ("commit_ts", "system_modstamp", "version_ts")]
+    frame_checks += [_sane(c, now) for c in rules.timestamps]
+    for col in rules.required:
+        # A snapshot of a live record must carry the required fields. CDC CREATE events
+        # are exempt: they carry no SystemModstamp (DESIGN §4) and omit system fields.
+        frame_checks.append(
+            pa_pl.Check(
+                lambda data, col=col: data.lazyframe.select(
+                    (pl.col("change_type") != "SNAPSHOT")
+                    | pl.col("is_deleted").fill_null(False)
+                    | pl.col(col).is_not_null()
+                ),
+                name=f"{col}_required",
+                error=f"{col}_required: null in a snapshot of a live record",
+            )
+        )
+    return pa_pl.DataFrameSchema(
+        columns, checks=frame_checks, strict=False, coerce=False, name=rules.name
+    )
+
+
+def _reason(column: Any, check: str) -> str:
+    return f"{column}: {check}" if column else check
+
+
+def validate_batch(
+    rules: ObjectRules, batch: pa.Table, now: dt.datetime | None = None
+) -> Validation:
+    """Validate a change batch; split it into good rows and quarantined rows with reasons.
+
+    Reasons name the column and the check, never the value (it can be personal data).
+    """
+    import pandera.errors as pa_errors
+
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    empty = pl.DataFrame(
+        schema={
+            "change_id": pl.String,
+            "record_id": pl.String,
+            "reason": pl.String,
+            "payload": pl.String,
+        }
+    )
+    try:
+        pandera_schema(rules, now).validate(frame, lazy=True)
+    except pa_errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    except pa_errors.SchemaError as exc:  # non-lazy paths (defensive)
+        return _rejected(frame, batch, [str(exc.reason_code or exc)], empty)
+    else:
+        return Validation(frame.height, batch, empty)
+    schema_level = cases.filter(pl.col("index").is_null())
+    if schema_level.height:
+        errors = sorted(
+            {
+                _reason(c, k)
+                for c, k in zip(schema_level["column"], schema_level["check"], strict=True)
+            }
+        )
+        return _rejected(frame, batch, errors, empty)
+    by_row = (
+        cases.with_columns(
+            pl.struct("schema_context", "column", "check")
+            .map_elements(
+                lambda s: _reason(
+                    None if s["schema_context"] == "DataFrameSchema" else s["column"], s["check"]
+                ),
+                return_dtype=pl.String,
+            )
+            .alias("reason")
+        )
+        .group_by("index")
+        .agg(pl.col("reason").unique().sort().str.join("; "))
+    )
+    indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
+    bad = indexed.join(by_row, on="index", how="inner").sort("index")
+    good_mask = ~indexed["index"].is_in(bad["index"].implode())
+    reasons: dict[str, int] = {}
+    for text in bad["reason"]:
+        for part in text.split("; "):
+            reasons[part] = reasons.get(part, 0) + 1
+    return Validation(
+        rows=frame.height,
+        good=batch.filter(pa.array(good_mask.to_list())),
+        quarantine=bad.select("change_id", "record_id", "reason", "payload"),
+        reasons=reasons,
+    )
+
+
+def _rejected(
+    frame: pl.DataFrame, batch: pa.Table, errors: list[str], empty: pl.DataFrame
+) -> Validation:
+    reason = f"{BATCH_REJECTED}: schema-level failure ({'; '.join(errors)})"
+    cols = [c for c in ("change_id", "record_id", "payload") if c in frame.columns]
+    q = frame.select([pl.col(c).cast(pl.String) for c in cols]).with_columns(
+        pl.lit(reason).alias("reason")
+    )
+    for c in empty.columns:
+        if c not in q.columns:
+            q = q.with_columns(pl.lit(None, dtype=pl.String).alias(c))
+    return Validation(
+        rows=frame.height,
+        good=batch.slice(0, 0),
+        quarantine=q.select(empty.columns),
+        schema_errors=errors,
+        reasons={reason: frame.height},
+    )
+
+
+def id_unique_result(
+    warehouse: "Warehouse", spec: "ObjectSpec", asset_key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    """`current_id_unique`: no Id appears twice in the current table."""
+    from resources.warehouse import qualified, quote
+
+    table = qualified(warehouse, warehouse.schema_names.current, spec.table)
+    idq = quote(warehouse, "id")
+    rows, dupes = warehouse.query(
+        f"SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT {idq}) FROM {table}"
+    )[0]
+    return dg.AssetCheckResult(
+        check_name=CURRENT_ID_UNIQUE,
+        asset_key=asset_key,
+        passed=int(dupes) == 0,
+        metadata={"rows": int(rows), "duplicate_ids": int(dupes)},
+    )
+
+
+def lag_result(
+    asset_key: dg.AssetKey,
+    last_commit: dt.datetime | None,
+    target_minutes: int | None,
+    now: dt.datetime | None = None,
+) -> dg.AssetCheckResult:
+    """`cdc_lag`: age of the newest CDC commit applied by this run vs the freshness target."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if last_commit is None:
+        return dg.AssetCheckResult(
+            check_name=CDC_LAG,
+            asset_key=asset_key,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"note": "no CDC change applied by this run"},
+        )
+    lag = max((now - last_commit).total_seconds(), 0.0)
+    limit = (target_minutes or 60) * 60
+    return dg.AssetCheckResult(
+        check_name=CDC_LAG,
+        asset_key=asset_key,
+        passed=lag <= limit,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"cdc_lag_seconds": round(lag, 3), "target_seconds": limit},
+    )
+
+
+def live_count_check(
+    object_name: str, asset_key: dg.AssetKey, table: str
+) -> dg.AssetChecksDefinition:
+    """`live_count_matches_salesforce` on an object's current table (warn severity).
+
+    One `SELECT COUNT()` API call; run it on a schedule, not with every micro-batch.
+    Changes in flight (the CDC lag) make small transient differences normal.
+    """
+    from resources.warehouse import qualified, quote
+
+    @dg.asset_check(
+        asset=asset_key,
+        name=RECONCILE,
+        description=(
+            f"Live {object_name} rows in the warehouse equal Salesforce's SELECT COUNT() "
+            "(warn: changes in flight make brief differences normal; a lasting one is drift, "
+            "repaired by a re-backfill of the affected range)."
+        ),
+        required_resource_keys={"warehouse", "salesforce"},
+        pool="salesforce_api",
+        blocking=False,
+    )
+    def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        warehouse = context.resources.warehouse
+        client = context.resources.salesforce.client()
+        try:
+            sf_live = client.rest.count(object_name, "IsDeleted = false", include_deleted=False)
+        finally:
+            client.close()
+        qt = qualified(warehouse, warehouse.schema_names.current, table)
+        wh_live = warehouse.query(
+            f"SELECT COUNT(*) FROM {qt} WHERE NOT {quote(warehouse, 'is_deleted')}"
+        )[0][0]
+        return dg.AssetCheckResult(
+            passed=int(wh_live) == int(sf_live),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "salesforce_live": int(sf_live),
+                "warehouse_live": int(wh_live),
+                "difference": int(wh_live) - int(sf_live),
+            },
+        )
+
+    return _reconcile
+
+
+def check_keys(asset_key: dg.AssetKey, names: Sequence[str]) -> list[dg.AssetCheckKey]:
+    """Check keys of `names` on `asset_key`."""
+    return [dg.AssetCheckKey(asset_key, n) for n in names]
+
+
+RECONCILE_JOB = "sfdc_reconcile"
+# Hourly: 8 COUNT() calls an hour is ~0.01 % of a typical org's daily API allowance.
+RECONCILE_CRON = "17 * * * *"
+
+
+def reconcile_schedule(sync: Any) -> dg.ScheduleDefinition:
+    """Runs every object's `live_count_matches_salesforce` check hourly."""
+    keys = [
+        dg.AssetCheckKey(dg.AssetKey(["salesforce", "current", o.key_name]), RECONCILE)
+        for o in sync.objects
+    ]
+    job = dg.define_asset_job(RECONCILE_JOB, selection=dg.AssetSelection.checks(*keys))
+    return dg.ScheduleDefinition(
+        job=job, cron_schedule=RECONCILE_CRON, default_status=dg.DefaultScheduleStatus.RUNNING
+    )

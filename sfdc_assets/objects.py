@@ -1,0 +1,142 @@
+"""The Salesforce objects in scope, as data: `objects.yaml` parsed into typed models.
+
+One entry per object (API name, channel group, freshness target, PII fields, CDC or
+polling); everything else (assets, checks, sensors, freshness policies) is derived from it.
+Read once per process (`load_config` is cached): no network, no warehouse.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from resources.warehouse import validate_identifier
+
+OBJECTS_FILE = Path(__file__).with_name("objects.yaml")
+# Override for a deployment with its own object list (tests use their own files).
+OBJECTS_FILE_VAR = "SFDC_OBJECTS_FILE"
+
+
+class SyncSettings(BaseModel):
+    """Project-wide tunables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partitions_start: str = "2020-01-01"
+    bulk_lag_seconds: int = Field(default=300, ge=0)
+    quarantine_threshold_pct: float = Field(default=5.0, ge=0, le=100)
+    rebackfill_margin_minutes: int = Field(default=10, ge=0)
+
+
+class ChannelGroup(BaseModel):
+    """A CDC custom channel and how often its sensor drains it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    channel: str
+    interval_seconds: int = Field(default=30, ge=5)
+    max_events: int = Field(default=2000, gt=0)
+    max_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_path(cls, value: str) -> str:
+        if not value.startswith("/data/"):
+            raise ValueError(f"CDC channel {value!r} must look like /data/<Name>__chn")
+        return value
+
+
+class SObjectConfig(BaseModel):
+    """One synchronized object."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    group: str
+    freshness_minutes: int | None = Field(default=None, ge=1)
+    pii_fields: tuple[str, ...] = ()
+    mode: Literal["cdc", "polling"] = "cdc"
+    poll_minutes: int = Field(default=15, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _api_name(cls, value: str) -> str:
+        # Reaches SOQL, SQL and asset keys: refuse anything but an API name here.
+        return validate_identifier(value)
+
+    @field_validator("pii_fields")
+    @classmethod
+    def _pii_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(validate_identifier(v) for v in value)
+
+    @property
+    def key_name(self) -> str:
+        """The object's part of its asset keys and table names (lower case)."""
+        return self.name.lower()
+
+
+class SyncConfig(BaseModel):
+    """The whole file: settings, channel groups, objects."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    settings: SyncSettings = SyncSettings()
+    channel_groups: dict[str, ChannelGroup]
+    objects: tuple[SObjectConfig, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_groups(cls, data: dict) -> dict:
+        groups = data.get("channel_groups") or {}
+        data["channel_groups"] = {name: {"name": name, **(g or {})} for name, g in groups.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncConfig:
+        seen: set[str] = set()
+        for obj in self.objects:
+            if obj.key_name in seen:
+                raise ValueError(f"{obj.name} is declared twice in the object list")
+            seen.add(obj.key_name)
+            if obj.group not in self.channel_groups:
+                raise ValueError(
+                    f"{obj.name}: group {obj.group!r} is not one of the channel groups "
+                    f"{sorted(self.channel_groups)}"
+                )
+        return self
+
+    def objects_by_name(self) -> dict[str, SObjectConfig]:
+        """API name -> config, in file order."""
+        return {o.name: o for o in self.objects}
+
+    def group_objects(self, group: str) -> list[SObjectConfig]:
+        """The objects of one channel group."""
+        return [o for o in self.objects if o.group == group]
+
+
+def parse_config(text: str) -> SyncConfig:
+    """Parse the YAML text of an objects file."""
+    return SyncConfig.model_validate(yaml.safe_load(text) or {})
+
+
+@functools.cache
+def load_config(path: str | None = None) -> SyncConfig:
+    """The configuration (cached): `path`, else `$SFDC_OBJECTS_FILE`, else objects.yaml."""
+    source = Path(path or os.environ.get(OBJECTS_FILE_VAR) or OBJECTS_FILE)
+    return parse_config(source.read_text())
+
+
+def load_objects() -> dict[str, SObjectConfig]:
+    """API name -> object config (the eight in scope by default)."""
+    return load_config().objects_by_name()
+
+
+def channel_groups() -> dict[str, ChannelGroup]:
+    """Group name -> channel group."""
+    return dict(load_config().channel_groups)
