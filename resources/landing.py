@@ -228,3 +228,55 @@ class LandingStore:
         path = self._abs(self._checkpoint_path(name))
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    # --- audited erasure (DESIGN §6) ------------------------------------------------------
+    # The only sanctioned rewrite of committed data: an audited PII erase removes a data
+    # subject's rows from landed files. Everything else about a batch stays immutable.
+    def files(self, pattern: str) -> list[str]:
+        """Paths (relative to the root) matching a glob relative to the root, sorted."""
+        prefix = f"{self.root}/"
+        return sorted(
+            p[len(prefix) :] if p.startswith(prefix) else p
+            for p in (self.fs.glob(self._abs(pattern)) or [])
+        )
+
+    def read_parquet(self, rel: str, columns: Sequence[str] | None = None) -> Any:
+        """One Parquet file as an Arrow table (optionally only some columns)."""
+        import pyarrow.parquet as pq
+
+        with self.fs.open(self._abs(rel), "rb") as fh:
+            return pq.read_table(fh, columns=list(columns) if columns else None)
+
+    def replace_parquet(self, rel: str, table: Any) -> PartInfo:
+        """Replace a Parquet file with `table` (same schema, zstd); atomic locally."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        self._write_bytes(rel, data)
+        return PartInfo(rel, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+
+    def rewrite_part(
+        self, manifest: Manifest, index: int, table: Any, note: Mapping[str, Any]
+    ) -> Manifest:
+        """Replace part `index` of a committed batch and re-commit its manifest.
+
+        For an audited erase only: the part is rewritten first, then the manifest (rows,
+        bytes, sha256 of the new file, and `note` appended to `meta["rewrites"]`). A crash in
+        between leaves a manifest whose row count no longer matches its file; the erase
+        compares the two on every run and re-commits such a manifest.
+        """
+        import dataclasses
+
+        part = self.replace_parquet(manifest.parts[index].path, table)
+        parts = tuple(part if i == index else p for i, p in enumerate(manifest.parts))
+        meta = dict(manifest.meta)
+        meta["rewrites"] = [*meta.get("rewrites", []), dict(note)]
+        updated = dataclasses.replace(
+            manifest, parts=parts, rows=sum(p.rows for p in parts), meta=meta
+        )
+        self._write_bytes(manifest.ref.manifest_path, updated.to_json().encode())
+        return updated
