@@ -43,7 +43,7 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 
 
 def connect_waiting(
-    path: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    path: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, *, read_only: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """`duckdb.connect(path)`, retried with jittered backoff while another process holds it."""
     retrying = tenacity.Retrying(
@@ -52,7 +52,7 @@ def connect_waiting(
         stop=tenacity.stop_after_delay(timeout_s),
         reraise=True,
     )
-    return retrying(duckdb.connect, path)
+    return retrying(duckdb.connect, path, read_only=read_only)
 
 
 class DuckDBWarehouse(ConfigurableResource):

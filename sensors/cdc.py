@@ -12,13 +12,20 @@ Each tick (DESIGN §5):
 4. return the run requests (deterministic `run_key`s: a re-evaluated tick requests nothing
    twice) and the new cursor, only after everything is landed.
 
-Each run request materializes raw -> current -> scd2 of one object for the micro-batch's
-partition (raw run config `landing_batches`), or for the re-backfill's range (`since`).
+A tick's micro-batches become one run per change day (nearly always today's) that
+materializes raw -> current -> scd2 of every object with a batch (raw run config
+`landing_batches`); a re-backfill is a run of one object over a range (`since`). While a
+run of the group is still queued, new batches wait in the cursor (`unrequested`) and go
+to the next run: under load the runs grow instead of the queue.
 """
 
+from __future__ import annotations
+
 import datetime as dt
+import hashlib
 import json
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import dagster as dg
@@ -32,6 +39,9 @@ from sfdc_assets.partitions import daily_partitions, partition_key_for
 from sfdc_assets.resources import LandingResource
 
 RAW_OP = "salesforce__raw__{name}"
+# CDC runs carry their channel group (one at a time per group: dagster.yaml) and objects.
+GROUP_TAG = "sfdc/channel_group"
+OBJECTS_TAG = "sfdc/objects"
 # Wait this long after the lag before re-reading with Bulk, so the changes being
 # recovered are older than the reader's lag window.
 REBACKFILL_SETTLE_S = 5
@@ -43,6 +53,7 @@ def _load_cursor(text: str | None) -> dict[str, Any]:
     cur.setdefault("policy", "EARLIEST")
     cur.setdefault("last_commit_ms", None)
     cur.setdefault("pending", [])
+    cur.setdefault("unrequested", [])
     return cur
 
 
@@ -134,24 +145,85 @@ def _land_repairs(
     return manifests
 
 
-def _request_for(manifest: Any, partitions: dg.DailyPartitionsDefinition) -> dg.RunRequest:
-    name = manifest.object
-    ref = f"{manifest.kind}/{name}/{manifest.day}/{manifest.batch_id}"
-    source = manifest.meta.get("source", "cdc")
-    span = manifest.batch_id.rsplit("-", 2)[-2:]
-    return dg.RunRequest(
-        run_key=f"{source}:{name}:{manifest.day}:{'-'.join(span)}",
-        partition_key=partition_key_for(dt.date.fromisoformat(manifest.day), partitions),
-        asset_selection=[asset_key(layer, name) for layer in LAYERS],
-        asset_check_keys=_run_checks(name),
-        run_config={
-            "ops": {RAW_OP.format(name=name.lower()): {"config": {"landing_batches": [ref]}}}
-        },
-        tags={**run_tags(name), "sfdc/source": source},
-    )
+@dataclass(frozen=True)
+class Landed:
+    """A landed micro-batch awaiting its run: what `requests_for` reads of a manifest."""
+
+    kind: str
+    object: str
+    day: str
+    batch_id: str
+    meta: dict[str, Any]
+
+    @classmethod
+    def of(cls, manifest: Any) -> Landed:
+        """From a landing manifest."""
+        meta = {"source": manifest.meta.get("source", "cdc")}
+        return cls(manifest.kind, manifest.object, manifest.day, manifest.batch_id, meta)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Landed:
+        """From the sensor cursor."""
+        return cls(data["kind"], data["object"], data["day"], data["batch_id"], data["meta"])
+
+    def to_json(self) -> dict[str, Any]:
+        """For the sensor cursor."""
+        return asdict(self)
 
 
-def _run_checks(name: str) -> list[dg.AssetCheckKey]:
+def _group_run_queued(instance: dg.DagsterInstance, group: str) -> bool:
+    queued = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    return bool(instance.get_runs(dg.RunsFilter(tags={GROUP_TAG: group}, statuses=queued), limit=1))
+
+
+def requests_for(
+    manifests: list[Any], group: str, partitions: dg.DailyPartitionsDefinition
+) -> list[dg.RunRequest]:
+    """One run per source and change day for a whole tick: every object of the channel
+    group with a micro-batch that day, raw -> current -> scd2, in one run.
+
+    One run per tick instead of one per object keeps the run queue short: each run is a
+    new process importing the code location, which costs more than the applies it runs.
+    The run key is a digest of the landed batch names (which are named by replay range),
+    so a re-evaluated tick that lands the same batches requests nothing twice.
+    """
+    by_run: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for m in manifests:
+        source = m.meta.get("source", "cdc")
+        refs = by_run.setdefault((source, m.day), {}).setdefault(m.object, [])
+        refs.append(f"{m.kind}/{m.object}/{m.day}/{m.batch_id}")
+    out = []
+    for (source, day), per_object in sorted(by_run.items()):
+        names = sorted(per_object)
+        digest = hashlib.sha1(
+            "\n".join(r for n in names for r in sorted(per_object[n])).encode()
+        ).hexdigest()[:16]
+        out.append(
+            dg.RunRequest(
+                run_key=f"{source}:{group}:{day}:{digest}",
+                partition_key=partition_key_for(dt.date.fromisoformat(day), partitions),
+                asset_selection=[asset_key(layer, n) for n in names for layer in LAYERS],
+                asset_check_keys=[k for n in names for k in run_checks(n)],
+                run_config={
+                    "ops": {
+                        RAW_OP.format(name=n.lower()): {
+                            "config": {"landing_batches": sorted(per_object[n])}
+                        }
+                        for n in names
+                    }
+                },
+                tags={
+                    GROUP_TAG: group,
+                    OBJECTS_TAG: ",".join(names),
+                    "sfdc/source": source,
+                },
+            )
+        )
+    return out
+
+
+def run_checks(name: str) -> list[dg.AssetCheckKey]:
+    """The checks every sync run of `name` evaluates (not the scheduled reconciliation)."""
     # The cheap in-op checks; reconciliation (an API call) runs on its own schedule.
     return [
         dg.AssetCheckKey(asset_key("raw", name), RAW_VALID),
@@ -170,7 +242,7 @@ def rebackfill_request(
     return dg.RunRequest(
         run_key=f"rebackfill:{name}:{since_ms}",
         asset_selection=[asset_key(layer, name) for layer in LAYERS],
-        asset_check_keys=_run_checks(name),
+        asset_check_keys=run_checks(name),
         run_config={
             "ops": {RAW_OP.format(name=name.lower()): {"config": {"since": since.isoformat()}}}
         },
@@ -288,7 +360,19 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
                             "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
                         }
                     )
-            requests += [_request_for(m, partitions) for m in manifests]
+            # Landed batches wait in the cursor while a run of this group is still queued:
+            # the next free run takes them all, so a slow queue means bigger runs, not more.
+            landed = [*map(Landed.from_json, cur["unrequested"]), *map(Landed.of, manifests)]
+            if landed and _group_run_queued(context.instance, group.name):
+                cur["unrequested"] = [b.to_json() for b in landed]
+                context.log.info(
+                    "%s: a run is still queued; %d batch(es) wait for the next tick",
+                    group.channel,
+                    len(landed),
+                )
+            else:
+                requests += requests_for(landed, group.name, partitions)
+                cur["unrequested"] = []
             commits = [r.commit_ts for r in rows]
             if commits:
                 cur["last_commit_ms"] = max([*commits, cur["last_commit_ms"] or 0])

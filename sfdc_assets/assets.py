@@ -235,6 +235,8 @@ def build_object_assets(
     )
     def _raw(context: dg.AssetExecutionContext, config: RawRunConfig) -> Iterator[Any]:
         from sync_engine.apply import append_raw
+        from sync_engine.erasure import suppressed_hashes, without_suppressed
+        from sync_engine.masking import apply_masking
         from sync_engine.registry import sync_schema
 
         warehouse = context.resources.warehouse
@@ -246,7 +248,11 @@ def build_object_assets(
             spec, describe = _describe(client, landing, obj)
             synced = sync_schema(warehouse, spec)
             spec = synced.spec
+            # New PII columns are masked the day they appear (docs/security.md).
+            apply_masking(warehouse, spec, obj.pii_fields)
             batches.ensure_ledger(warehouse)
+            # Erased data subjects stay erased when Salesforce still serves them.
+            suppressed = suppressed_hashes(warehouse, obj.name)
             rules = ObjectRules.from_describe(describe, spec)
             manifests, run_meta = _manifests_for_run(
                 context, config, obj, client, landing, describe, lag_s
@@ -266,6 +272,7 @@ def build_object_assets(
                     ref = batches.PartRef.of(manifest, index)
                     frame = batches.read_part(landing, manifest, index)
                     changes = _to_changes(spec, manifest, frame)
+                    changes, _ = without_suppressed(changes, suppressed)
                     checked = validate_batch(rules, changes, now)
                     rate = checked.rate_pct()
                     worst = max(worst, rate)
@@ -310,6 +317,9 @@ def build_object_assets(
             usage = client.governor.snapshot()
         finally:
             client.close()
+            # Let go of DuckDB's single-writer lock before Dagster records the results: a
+            # range materialization writes one event per partition, which can take minutes.
+            warehouse.close()
         metadata: dict[str, Any] = {
             **run_meta,
             **totals,
@@ -446,6 +456,16 @@ def build_object_assets(
         }
         if last_commit is not None:
             common["cdc_lag_seconds"] = lag.metadata["cdc_lag_seconds"].value
+        if spec is not None:
+            unique = id_unique_result(warehouse, spec, current_key)
+        else:
+            unique = dg.AssetCheckResult(
+                check_name=CURRENT_ID_UNIQUE,
+                asset_key=current_key,
+                passed=True,
+                metadata={"note": "nothing landed yet"},
+            )
+        warehouse.close()  # as in raw: release the writer lock before the events are written
         yield dg.MaterializeResult(
             asset_key=current_key,
             metadata={
@@ -459,15 +479,7 @@ def build_object_assets(
         yield dg.MaterializeResult(
             asset_key=scd2_key, metadata={**common, "history_rows": counts["history_rows"]}
         )
-        if spec is not None:
-            yield id_unique_result(warehouse, spec, current_key)
-        else:
-            yield dg.AssetCheckResult(
-                check_name=CURRENT_ID_UNIQUE,
-                asset_key=current_key,
-                passed=True,
-                metadata={"note": "nothing landed yet"},
-            )
+        yield unique
         yield lag
 
     return [_raw, _current_scd2, live_count_check(obj.name, current_key, obj.key_name)]

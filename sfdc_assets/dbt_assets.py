@@ -8,10 +8,11 @@ error-severity tests (keys, uniqueness, relationships) are blocking, warn-severi
 
 Loading cost: importing this module costs the `dagster_dbt` import (~1.7 s) and reading
 dbt_project.yml, nothing more: no dbt parse, no manifest read, no warehouse connection.
-The manifest is read when `dbt_definitions()` is first called. `dagster dev` re-parses on
-every load (`prepare_if_dev`); elsewhere a missing manifest is built once with `dbt parse`
-(~4 s) and reused; deployments build it ahead (`dagster-dbt project prepare-and-package
---file sfdc_assets/dbt_assets.py` or `dbt parse`, see docs/dbt.md).
+The manifest is read when `dbt_definitions()` is first called; a missing or stale one
+(older than a model, macro or project file) is rebuilt with `dbt parse` (~4 s) first, so
+`dagster dev` reloads pick up edits while runs never parse; deployments build it ahead
+(`dagster-dbt project prepare-and-package --file sfdc_assets/dbt_assets.py` or
+`dbt parse`, see docs/dbt.md).
 """
 
 import functools
@@ -35,6 +36,9 @@ DBT_ASSETS_NAME = "sfdc_dbt"
 # Model folder (= its schema) -> Dagster group.
 GROUPS = {"staging": "staging", "marts": "marts", "legacy": "legacy"}
 DUCKDB_PATH_VAR = "WAREHOUSE_DUCKDB_PATH"
+DBT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 # The dbt installed beside this interpreter: `.venv/bin/dagster dev` does not put .venv/bin
 # on PATH, where dagster-dbt looks for `dbt` by default.
 _VENV_DBT = Path(sys.executable).with_name("dbt")
@@ -104,6 +108,9 @@ def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
         manifest=manifest,
         project=dbt_project,
         name=DBT_ASSETS_NAME,
+        # DuckDB has one writer per file: a build that starts while a sync run writes
+        # fails to take the lock; it is tried again shortly after.
+        retry_policy=DBT_RETRY,
         dagster_dbt_translator=SfdcDbtTranslator(
             settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
         ),
@@ -115,13 +122,33 @@ def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
     return sfdc_dbt
 
 
-def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """The manifest path, running `dbt parse` first under `dagster dev` or when it is missing.
+# What `dbt parse` reads: a manifest older than any of these is stale.
+PARSE_INPUTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "macros", "tests")
 
-    This is `DbtProject.prepare_if_dev()` plus "build once if absent", run with
-    DBT_EXECUTABLE (the default preparer looks `dbt` up on PATH only).
+
+def manifest_is_stale(project: DbtProject = dbt_project) -> bool:
+    """True when the manifest is missing or older than a file `dbt parse` reads."""
+    manifest = project.manifest_path
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    root = Path(project.project_dir)
+    for name in PARSE_INPUTS:
+        path = root / name
+        files = path.rglob("*") if path.is_dir() else [path] if path.exists() else []
+        if any(f.stat().st_mtime > built for f in files):
+            return True
+    return False
+
+
+def ensure_manifest(project: DbtProject = dbt_project) -> Path:
+    """The manifest path, running `dbt parse` first when the manifest is missing or stale.
+
+    Not `DbtProject.prepare_if_dev()`: `dagster dev` sets DAGSTER_IS_DEV_CLI, every run
+    process inherits it, and a parse on every run import cost each CDC micro-batch ~5 s.
+    A stale check gives the same "edit a model, reload, see it" loop at no cost per run.
     """
-    if project.preparer.using_dagster_dev() or not project.manifest_path.exists():
+    if manifest_is_stale(project):
         dbt_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
     return project.manifest_path
 

@@ -7,6 +7,7 @@ Read once per process (`load_config` is cached): no network, no warehouse.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from pathlib import Path
@@ -20,6 +21,10 @@ from resources.warehouse import validate_identifier
 OBJECTS_FILE = Path(__file__).with_name("objects.yaml")
 # Override for a deployment with its own object list (tests use their own files).
 OBJECTS_FILE_VAR = "SFDC_OBJECTS_FILE"
+# Override of `settings.partitions_start` (YYYY-MM-DD): the local demo starts its partitions
+# where the emulator's history starts instead of 5 years back, because every partition of
+# a bootstrap backfill costs Dagster events (~10 ms each in the local SQLite storage).
+PARTITIONS_START_VAR = "SFDC_PARTITIONS_START"
 
 
 class SyncSettings(BaseModel):
@@ -31,6 +36,13 @@ class SyncSettings(BaseModel):
     bulk_lag_seconds: int = Field(default=300, ge=0)
     quarantine_threshold_pct: float = Field(default=5.0, ge=0, le=100)
     rebackfill_margin_minutes: int = Field(default=10, ge=0)
+    # An object whose first partition was never materialized is backfilled automatically
+    # (sensor `sfdc_bootstrap`); a failed bootstrap is tried again after this long.
+    bootstrap: bool = True
+    bootstrap_retry_minutes: int = Field(default=30, ge=1)
+    # dbt build (staging, marts, legacy) at most this often once every object is
+    # bootstrapped and something new was applied (sensor `dbt_refresh`); 0 turns it off.
+    dbt_refresh_minutes: int = Field(default=5, ge=0)
 
 
 class ChannelGroup(BaseModel):
@@ -129,7 +141,18 @@ def parse_config(text: str) -> SyncConfig:
 def load_config(path: str | None = None) -> SyncConfig:
     """The configuration (cached): `path`, else `$SFDC_OBJECTS_FILE`, else objects.yaml."""
     source = Path(path or os.environ.get(OBJECTS_FILE_VAR) or OBJECTS_FILE)
-    return parse_config(source.read_text())
+    config = parse_config(source.read_text())
+    start = os.environ.get(PARTITIONS_START_VAR)
+    if start:
+        try:
+            dt.date.fromisoformat(start)
+        except ValueError:
+            raise ValueError(
+                f"{PARTITIONS_START_VAR}={start!r} is not a date: use YYYY-MM-DD"
+            ) from None
+        settings = config.settings.model_copy(update={"partitions_start": start})
+        config = config.model_copy(update={"settings": settings})
+    return config
 
 
 def load_objects() -> dict[str, SObjectConfig]:
