@@ -54,6 +54,8 @@ def _load_cursor(text: str | None) -> dict[str, Any]:
     cur.setdefault("last_commit_ms", None)
     cur.setdefault("pending", [])
     cur.setdefault("unrequested", [])
+    # Set while resubscribed at LATEST without a replay id yet (after an expired one).
+    cur.setdefault("unpositioned_since_ms", None)
     return cur
 
 
@@ -323,6 +325,7 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
                         }
                     )
                 cur["replay"], cur["policy"] = None, "LATEST"
+                cur["unpositioned_since_ms"] = int(now_s * 1000)
                 result = client.pubsub.drain(
                     group.channel,
                     None,
@@ -377,6 +380,27 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
             if commits:
                 cur["last_commit_ms"] = max([*commits, cur["last_commit_ms"] or 0])
             if result.replay_id:
+                since = cur["unpositioned_since_ms"]
+                if since is not None and since < int(now_s * 1000):
+                    # A quiet LATEST drain gives no replay id, so every later tick
+                    # subscribed at LATEST again and lost what was committed between two
+                    # drains; the expiry re-backfill had read only up to its own start.
+                    # Re-read from the resubscribe now that there is a position.
+                    context.log.warning(
+                        "%s: replay position regained; re-backfilling %s from the resubscribe",
+                        group.channel,
+                        ", ".join(names),
+                    )
+                    cur["pending"] += [
+                        {
+                            "object": name,
+                            "since_ms": since - margin_ms,
+                            "reason": "replay-id-expired",
+                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
+                        }
+                        for name in names
+                    ]
+                cur["unpositioned_since_ms"] = None
                 cur["replay"], cur["policy"] = result.replay_id.hex(), "CUSTOM"
         finally:
             client.close()
@@ -435,7 +459,10 @@ def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None
                 continue
             # Overlap one poll interval plus the lag: a re-read of the same rows is a no-op.
             since = (last or now_ms) - o.poll_minutes * 60_000 - lag_ms
-            requests.append(rebackfill_request(o.name, since, "polling", partitions))
+            request = rebackfill_request(o.name, since, "polling", partitions)
+            # Keyed by poll time: the second poll starts where the first did (both from
+            # the first poll's time), and the daemon drops a request whose key it has seen.
+            requests.append(request.with_replaced_attrs(run_key=f"polling:{o.name}:{now_ms}"))
             cur[o.name] = now_ms
         return dg.SensorResult(run_requests=requests, cursor=dumps(cur))
 
