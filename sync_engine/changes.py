@@ -9,6 +9,7 @@ Version: a fixed-width string whose byte order is the total order of §4.
 
     event:    <ms:15><0><sha1(transactionKey):16><sequenceNumber:10><replay id hex:32><cid:8>
     snapshot: <ms:15><1><content hash:16><cid:8>
+    fill:     <0:15><1><read start ms:16><cid:8>   (below every real change: `fill_change`)
 
 `ms` is the commit timestamp (events) or clamp(R - 1, S*1000, S*1000 + 999) (snapshots);
 `1` after the ms makes a snapshot beat an event on an exact tie; `cid` (8 hex of the
@@ -36,7 +37,10 @@ import pyarrow as pa
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
 
 SOURCES = ("cdc", "bulk", "rest", "delete_scan")
-CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT")
+# FILL: a column-only read that gives fields added to an object their value for the
+# records already synced (DESIGN §5 schema evolution; `fill_change`).
+FILL = "FILL"
+CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT", FILL)
 GAP_PREFIX = "GAP_"
 # Change types that set every field (DESIGN §4); UPDATE sets changed + nulled fields and
 # DELETE only IsDeleted.
@@ -46,6 +50,12 @@ _MS_WIDTH = 15  # epoch ms up to year 33658
 _SEQ_WIDTH = 10  # sequenceNumber is an Avro int (< 2**31)
 _REPLAY_HEX_WIDTH = 32  # Pub/Sub replay ids are opaque bytes; 16 bytes covers them
 EPOCH = dt.datetime(1970, 1, 1)
+# A fill's version ms. Salesforce has no change at the epoch, so every fill sorts below
+# every real change: it is the field's initial value, and any real change of the field
+# (CDC, or a full snapshot) overrides it, whenever it was read. Versions below
+# FIRST_REAL_VERSION are fills; the SQL folds test exactly that.
+FILL_MS = 0
+FIRST_REAL_VERSION = f"{FILL_MS + 1:0{_MS_WIDTH}d}"
 
 META_SCHEMA = pa.schema(
     [
@@ -244,10 +254,13 @@ def cdc_change(
     kept in raw only (the caller re-fetches those ids as snapshots).
 
     Salesforce stamps SystemModstamp on every DML (deletes included) but CDC events omit
-    it; every applied change type therefore also sets it, to the commit second, so a later
-    snapshot of an unchanged record is a no-op instead of a new version. A delete by a
-    user also stamps LastModifiedDate/ById, which a header-only DELETE event cannot carry:
-    with `commit_user` given they are set to the commit second and that user.
+    it; every applied change type therefore also sets it, to the commit second, so current
+    shows when the record last changed. SystemModstamp also moves without any event (a
+    save that changed no field), so it is not part of what makes an scd2 version
+    (`spec.UNVERSIONED_COLUMNS`): a later re-read that differs only there opens none.
+
+    A delete by a user also stamps LastModifiedDate/ById, which a header-only DELETE event
+    cannot carry: with `commit_user` given they are set to the commit second and that user.
     """
     values = dict(values or {})
     change_id = cdc_change_id(event_uuid, record_id)
@@ -257,8 +270,12 @@ def cdc_change(
         set_fields = [f.name for f in spec.fields] + [IS_DELETED_FIELD]
         is_deleted: bool | None = False
     elif change_type == "UPDATE":
-        nulled = list(nulled_fields)
-        set_fields = sorted({*changed_fields, *nulled} - {IS_DELETED_FIELD})
+        # Only fields the spec knows: an event that names a field added since the spec's
+        # describe cannot carry its value here (it lives on in `payload`), so it must not
+        # set the field (to null) either; the column-only fill brings the value.
+        known = {f.name for f in spec.fields}
+        nulled = [n for n in nulled_fields if n in known]
+        set_fields = sorted({*changed_fields, *nulled} & known)
         for name in nulled:
             values[name] = None
         is_deleted = None
@@ -328,6 +345,52 @@ def snapshot_change(
         payload=payload,
         system_modstamp=system_modstamp,
     )
+
+
+def fill_change(
+    spec: ObjectSpec,
+    *,
+    record_id: str,
+    fields: Sequence[str],
+    values: Mapping[str, Any],
+    read_started_at: dt.datetime,
+    system_modstamp: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """One row of a column-only read that fills `fields` (just added to the object).
+
+    It sets only those fields, with version ms `FILL_MS` (below every real change) and
+    the read's start as tie-breaker, so a later fill beats an earlier one and any real
+    change of the field beats both. The folds never open an scd2 version for a fill:
+    its value is the field's value in every version until a real change sets it.
+    """
+    known = {f.name for f in spec.fields}
+    unknown = [n for n in fields if n not in known]
+    if unknown or not fields:
+        raise ValueError(f"{spec.name} fill must name known fields, not {list(fields)}")
+    body = {n: _canonical(values.get(n)) for n in sorted(fields)}
+    read_ms = ms_of(read_started_at)
+    _check_ms(read_ms)
+    chash = _sha(FILL, json.dumps(body, sort_keys=True, default=str))
+    change_id = _sha(FILL, record_id, str(read_ms), chash)[:32]
+    version = f"{FILL_MS:0{_MS_WIDTH}d}1{read_ms:016d}{change_id[:8]}"
+    return _row(
+        spec,
+        change_id=change_id,
+        record_id=record_id,
+        source="bulk",
+        change_type=FILL,
+        version=version,
+        set_fields=sorted(fields),
+        values={n: values.get(n) for n in fields},
+        is_deleted=None,
+        payload=None,
+        system_modstamp=system_modstamp,
+    )
+
+
+def is_fill_version(version: str) -> bool:
+    """True for the version of a fill (`fill_change`)."""
+    return version < FIRST_REAL_VERSION
 
 
 def deleted_change(

@@ -12,7 +12,12 @@ The rules, literally:
 - an unset field is null, except is_deleted which is false until a change sets it;
 - scd2 has a row per state change: the first change of a record always opens one, a
   change that leaves the state equal opens none; valid_from is the version time of the
-  change, valid_to the next row's valid_from;
+  change, valid_to the next row's valid_from; the state is every field but
+  SystemModstamp (`ObjectSpec.versioned_columns`): a change that moves only the stamp
+  opens no row, and a row keeps the stamp it was opened with;
+- a fill (column-only read of new fields, version below every real change) sets its
+  fields and never opens a row; the first real change after fills always opens one; a
+  record with nothing but fills has a current row and no scd2 row;
 - current is the last state, with _version/_source of the record's highest version.
 """
 
@@ -23,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync_engine.changes import GAP_PREFIX
+from sync_engine.changes import GAP_PREFIX, is_fill_version
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
 
 
@@ -59,6 +64,7 @@ def fold(spec: ObjectSpec, changes: Iterable[Mapping[str, Any]]) -> FoldResult:
         state: dict[str, Any] = {col: None for _, col in field_cols}
         state[IS_DELETED_COLUMN] = False
         rows: list[dict[str, Any]] = []
+        versioned = spec.versioned_columns
         last = None
         for c in sorted(by_record[record_id], key=lambda c: c["version"]):
             sets = set(c["set_fields"])
@@ -67,7 +73,10 @@ def fold(spec: ObjectSpec, changes: Iterable[Mapping[str, Any]]) -> FoldResult:
                     state[col] = c[col]
             if state[IS_DELETED_COLUMN] is None:
                 state[IS_DELETED_COLUMN] = False
-            if not rows or any(rows[-1][col] != state[col] for _, col in field_cols):
+            last = c
+            if is_fill_version(c["version"]):
+                continue  # a fill sets its fields and opens nothing
+            if not rows or any(rows[-1][col] != state[col] for col in versioned):
                 rows.append(
                     {
                         "id": record_id,
@@ -77,7 +86,6 @@ def fold(spec: ObjectSpec, changes: Iterable[Mapping[str, Any]]) -> FoldResult:
                         "valid_from": c["version_ts"],
                     }
                 )
-            last = c
         for i, row in enumerate(rows):
             nxt = rows[i + 1] if i + 1 < len(rows) else None
             row["valid_to"] = nxt["valid_from"] if nxt else None

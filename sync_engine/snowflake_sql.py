@@ -23,6 +23,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from resources.warehouse import SchemaNames, quote_identifier
+from sync_engine.changes import FIRST_REAL_VERSION
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, RAW_META_COLUMNS, ObjectSpec
 
 DIALECT = "snowflake"
@@ -242,13 +243,15 @@ def select_to_apply(spec: ObjectSpec, s: SchemaNames, dmin: dt.date, dmax: dt.da
     )
 
 
-def select_all_to_apply() -> str:
+def select_all_to_apply(spec: ObjectSpec) -> str:
     """`select_to_apply` when raw just took every batch row: the batch minus its gap rows.
 
     Every row then carries this (unlogged) batch's id in raw, so the join with raw and
     load_log would return the whole batch; skipping it saves a batch-sized join with raw
-    (~1 s for a 1M-change backfill batch).
+    (~1 s for a 1M-change backfill batch). `spec`: the same signature as DuckDB's, which
+    selects the fold's columns; here the stage already holds the `__set` flags.
     """
+    del spec
     return (
         f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_apply')} AS "
         f"SELECT * FROM {q('sfdc_tmp_batch')} WHERE {q('change_type')} NOT LIKE 'GAP%'"
@@ -275,18 +278,30 @@ def fetch_current(spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
 def classify() -> str:
     """Late = the record already holds a version at or after the batch's earliest one.
 
-    Simple = in order with one change in the batch: its fold is that change over the
-    current row, computed without window functions (`fold`'s fast path).
+    New = not in current, with one change in the batch: its one scd2 row and its current
+    row are that change (`insert_new_history`, `insert_new_current`), no fold at all; a
+    backfill batch is all new (a fill is never new: it makes a current row but no scd2
+    row, and with a version below every real one it makes an existing record late).
+    Simple = in current, in order, with one change in the batch: its fold is that change
+    over the current row, computed without window functions (`fold`'s fast path). Every
+    other record takes the windowed fold.
     """
     return (
         f"CREATE OR REPLACE TEMPORARY TABLE {q('sfdc_tmp_class')} AS "
         f"SELECT tt.{q('id')}, tt.{q('vmin')}, o.{q('_version')} AS {q('old_version')}, "
         f"COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_late')}, "
-        f"tt.{q('n')} = 1 AND NOT COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) "
-        f"AS {q('is_simple')} "
+        f"tt.{q('n')} = 1 AND o.{q('id')} IS NOT NULL "
+        f"AND NOT COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_simple')}, "
+        f"tt.{q('n')} = 1 AND o.{q('id')} IS NULL "
+        f"AND tt.{q('vmin')} >= '{FIRST_REAL_VERSION}' AS {q('is_new')} "
         f"FROM {q('sfdc_tmp_touched')} tt LEFT JOIN {q('sfdc_tmp_old')} o "
         f"ON o.{q('id')} = tt.{q('id')}"
     )
+
+
+def class_counts() -> str:
+    """How many touched records are late, and how many new (`classify`)."""
+    return f"SELECT COUNT_IF({q('is_late')}), COUNT_IF({q('is_new')}) FROM {q('sfdc_tmp_class')}"
 
 
 def fetch_anchors(spec: ObjectSpec, s: SchemaNames, id_filter: str | None) -> str:
@@ -323,7 +338,7 @@ def build_seq(spec: ObjectSpec, s: SchemaNames, late_filter: str | None, since: 
         f"TRUE AS {q('is_anchor')}, {_cols(state, 'o.')}, {all_set} "
         f"FROM {q('sfdc_tmp_old')} o JOIN {q('sfdc_tmp_class')} c "
         f"ON c.{q('id')} = o.{q('id')} AND NOT c.{q('is_late')} "
-        f"AND NOT c.{q('is_simple')}",
+        f"AND NOT c.{q('is_simple')} AND NOT c.{q('is_new')}",
         f"SELECT a.{q('id')}, a.{q('_version')}, a.{q('valid_from')}, "
         f"a.{q('_source')}, TRUE, {_cols(state, 'a.')}, {all_set} "
         f"FROM {q('sfdc_tmp_anchor')} a",
@@ -331,7 +346,7 @@ def build_seq(spec: ObjectSpec, s: SchemaNames, late_filter: str | None, since: 
         f"FALSE, {_cols(state, 'b.')}, {sets} "
         f"FROM {q('sfdc_tmp_apply')} b JOIN {q('sfdc_tmp_class')} c "
         f"ON c.{q('id')} = b.{q('record_id')} AND NOT c.{q('is_late')} "
-        f"AND NOT c.{q('is_simple')}",
+        f"AND NOT c.{q('is_simple')} AND NOT c.{q('is_new')}",
     ]
     if late_filter is not None:
         raw_sets = ", ".join(
@@ -359,6 +374,9 @@ def fold(spec: ObjectSpec) -> str:
     For a field f, in version order: `lv` = version of the last change that set f, `lnv`
     = version of the last change that set f to a non-null value, `lval` = that non-null
     value. f = lval if lv = lnv, else null (the last writer wrote an explicit null).
+    A row emits an scd2 version when its versioned state differs from the previous row's;
+    a fill (version below FIRST_REAL_VERSION, hence first) never emits, and the first
+    real change after fills (or after a current row that only fills made) always does.
     Windows share one PARTITION/ORDER, so the engine sorts once.
     """
     w = (
@@ -377,13 +395,16 @@ def fold(spec: ObjectSpec) -> str:
         if c == IS_DELETED_COLUMN:  # false until a change sets it
             expr = f"COALESCE({expr}, FALSE)"
         exprs.append(f"{expr} AS {vc}")
-    state = _cols(spec.state_columns)
+    # The hash (what makes a version) leaves out SystemModstamp: spec.UNVERSIONED_COLUMNS.
+    versioned = _cols(spec.versioned_columns)
     general = (
         f"WITH f1 AS (SELECT {q('id')}, {q('version')}, {q('version_ts')}, {q('source')}, "
         f"{q('is_anchor')}, {', '.join(exprs)} FROM {q('sfdc_tmp_seq')}), "
-        f"f2 AS (SELECT *, HASH({state}) AS {q('state_hash')} FROM f1) "
+        f"f2 AS (SELECT *, HASH({versioned}) AS {q('state_hash')} FROM f1) "
         f"SELECT *, "
-        f"(NOT {q('is_anchor')} AND (LAG({q('state_hash')}) {w_plain} IS NULL "
+        f"(NOT {q('is_anchor')} AND {q('version')} >= '{FIRST_REAL_VERSION}' "
+        f"AND (LAG({q('state_hash')}) {w_plain} IS NULL "
+        f"OR LAG({q('version')}) {w_plain} < '{FIRST_REAL_VERSION}' "
         f"OR LAG({q('state_hash')}) {w_plain} <> {q('state_hash')})) AS {q('emits')}, "
         f"ROW_NUMBER() OVER (PARTITION BY {q('id')} ORDER BY {q('version')} DESC NULLS LAST) = 1 "
         f"AS {q('is_last')}, FALSE AS {q('is_simple')} FROM f2"
@@ -418,16 +439,19 @@ def _fold_simple(spec: ObjectSpec) -> str:
         f"ON c.{q('id')} = b.{q('record_id')} AND c.{q('is_simple')} "
         f"LEFT JOIN {q('sfdc_tmp_old')} o ON o.{q('id')} = b.{q('record_id')}"
     )
-    old_hash = f"HASH({_cols(['o__' + c for c in state])})"
+    versioned = spec.versioned_columns
+    old_hash = f"HASH({_cols(['o__' + c for c in versioned])})"
     s2 = (
-        f"SELECT *, HASH({_cols(state)}) AS {q('state_hash')}, "
+        f"SELECT *, HASH({_cols(versioned)}) AS {q('state_hash')}, "
         f"CASE WHEN {q('has_old')} THEN {old_hash} END AS {q('old_hash')} FROM ({s1}) s1"
     )
     return (
         f"SELECT * FROM (WITH s2 AS ({s2}) "
         f"SELECT {q('id')}, {q('version')}, {q('version_ts')}, {q('source')}, "
         f"FALSE AS {q('is_anchor')}, {_cols(state)}, {q('state_hash')}, "
-        f"(NOT {q('has_old')} OR {q('state_hash')} <> {q('old_hash')}) AS {q('emits')}, "
+        f"({q('version')} >= '{FIRST_REAL_VERSION}' AND (NOT {q('has_old')} "
+        f"OR {q('o__version')} < '{FIRST_REAL_VERSION}' "
+        f"OR {q('state_hash')} <> {q('old_hash')})) AS {q('emits')}, "
         f"TRUE AS {q('is_last')}, TRUE AS {q('is_simple')} FROM s2 "
         f"UNION ALL "
         f"SELECT {q('id')}, {q('o__version')}, CAST(NULL AS TIMESTAMP), {q('o__source')}, "
@@ -539,6 +563,62 @@ def insert_current(spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime) -> 
     )
 
 
+def _new_changes(all_new: bool) -> str:
+    """The changes of the new records (`classify`); all of the apply table when all are new."""
+    if all_new:  # no join: a backfill batch is written straight from the apply table
+        return f"{q('sfdc_tmp_apply')} b"
+    return (
+        f"{q('sfdc_tmp_apply')} b JOIN {q('sfdc_tmp_class')} c "
+        f"ON c.{q('id')} = b.{q('record_id')} AND c.{q('is_new')}"
+    )
+
+
+def _new_state(spec: ObjectSpec) -> str:
+    """A new record's state: the fields its one change sets (is_deleted false unless set)."""
+    exprs = []
+    for c in spec.state_columns:
+        expr = f"CASE WHEN b.{q(c + '__set')} THEN b.{q(c)} END"
+        if c == IS_DELETED_COLUMN:
+            expr = f"COALESCE({expr}, FALSE)"
+        exprs.append(expr)
+    return ", ".join(exprs)
+
+
+def insert_new_history(
+    spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime, all_new: bool
+) -> str:
+    """New records: their one scd2 row, open from the change's version (no fold, no sort)."""
+    cols = ["id", *spec.state_columns, "_version", "_source", "valid_from", "valid_to"]
+    cols += ["is_current", "_synced_at"]
+    return (
+        f"INSERT INTO {t(s.history, spec.table)} ({_cols(cols)}) "
+        f"SELECT b.{q('record_id')}, {_new_state(spec)}, b.{q('version')}, b.{q('source')}, "
+        f"b.{q('version_ts')}, CAST(NULL AS TIMESTAMP_NTZ), TRUE, {ts(synced_at)} "
+        f"FROM {_new_changes(all_new)}"
+    )
+
+
+def insert_new_current(
+    spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime, all_new: bool
+) -> str:
+    """New records: their current row is their one change."""
+    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at"]
+    return (
+        f"INSERT INTO {t(s.current, spec.table)} ({_cols(cols)}) "
+        f"SELECT b.{q('record_id')}, {_new_state(spec)}, b.{q('version')}, b.{q('source')}, "
+        f"{ts(synced_at)} FROM {_new_changes(all_new)}"
+    )
+
+
+def counts_new(all_new: bool) -> str:
+    """New records: how many, and how many of them arrive deleted."""
+    d = q(IS_DELETED_COLUMN)
+    return (
+        f"SELECT COUNT(*), COUNT_IF(b.{q(IS_DELETED_COLUMN + '__set')} AND b.{d}) "
+        f"FROM {_new_changes(all_new)}"
+    )
+
+
 def counts(spec: ObjectSpec) -> str:
     """inserted / updated / deleted / noop / late / history_rows for the batch."""
     d = q(IS_DELETED_COLUMN)
@@ -546,10 +626,10 @@ def counts(spec: ObjectSpec) -> str:
         f"SELECT "
         f"COUNT_IF(c.{q('old_version')} IS NULL), "
         f"COUNT_IF(c.{q('old_version')} IS NOT NULL AND o.{q('id')} IS NOT NULL "
-        f"AND HASH({_cols(spec.state_columns, 'o.')}) <> f.{q('state_hash')}), "
+        f"AND HASH({_cols(spec.versioned_columns, 'o.')}) <> f.{q('state_hash')}), "
         f"COUNT_IF(f.{d} AND NOT COALESCE(o.{d}, FALSE)), "
         f"COUNT_IF(o.{q('id')} IS NOT NULL "
-        f"AND HASH({_cols(spec.state_columns, 'o.')}) = f.{q('state_hash')}), "
+        f"AND HASH({_cols(spec.versioned_columns, 'o.')}) = f.{q('state_hash')}), "
         f"COUNT_IF(c.{q('is_late')}), "
         f"(SELECT COUNT(*) FROM {q('sfdc_tmp_hist')} WHERE NOT {q('is_anchor')}) "
         f"FROM {q('sfdc_tmp_class')} c "

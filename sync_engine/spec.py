@@ -38,6 +38,13 @@ RAW_META_COLUMNS = (
     "ingested_at",
     "change_date",
 )
+# Columns whose change alone is not a new version of the record. Salesforce moves
+# SystemModstamp on every save, also when nothing else changed (an automation writing a
+# value the field already had, a roll-up recalculation) and then publishes no change event:
+# only a Bulk/REST re-read can see that stamp. Were it part of the versioned state, scd2
+# would depend on when reads happened, and a re-backfill after CDC traffic would open
+# versions CDC never saw. current still keeps the newest stamp (per-field latest wins).
+UNVERSIONED_COLUMNS = frozenset({"systemmodstamp"})
 RESERVED_COLUMNS = frozenset(
     {*RAW_META_COLUMNS, "id", IS_DELETED_COLUMN, "valid_from", "valid_to", "is_current"}
 )
@@ -128,6 +135,12 @@ class ObjectSpec:
     def state_columns(self) -> tuple[str, ...]:
         """The columns that make up a record's state: the fields plus is_deleted."""
         return (*self.columns, IS_DELETED_COLUMN)
+
+    @property
+    def versioned_columns(self) -> tuple[str, ...]:
+        """The state columns whose change opens a new scd2 version (`UNVERSIONED_COLUMNS`
+        aside); a change that moves only the others updates current and no history."""
+        return tuple(c for c in self.state_columns if c not in UNVERSIONED_COLUMNS)
 
     def field_by_column(self) -> dict[str, FieldSpec]:
         """Column name -> FieldSpec."""

@@ -8,13 +8,14 @@ import pytest
 
 from resources.duckdb_warehouse import DuckDBWarehouse
 from sync_engine import registry
+from sync_engine.spec import ObjectSpec
 from tests.sync_engine.histories import SPEC
 
 
-def fresh_duckdb(path: str = ":memory:") -> DuckDBWarehouse:
+def fresh_duckdb(path: str = ":memory:", spec: ObjectSpec = SPEC) -> DuckDBWarehouse:
     """A DuckDB warehouse with the test object's tables created."""
     wh = DuckDBWarehouse(path=path)
-    registry.sync_schema(wh, SPEC)
+    registry.sync_schema(wh, spec)
     return wh
 
 

@@ -2,10 +2,10 @@
 
 A history is a list of change rows of a few records, built with the real builders
 (`sync_engine.changes`): creates, partial updates with explicit nulls, deletes (CDC and
-delete scans), undeletes, snapshots read at random times, gap events. Times come from a
-coarse grid (5 seconds x {0, 1, 500, 998, 999} ms) so same-ms and same-second ties,
-including snapshot-vs-event ties, are common. A delivery is that history shuffled, with
-duplicates, split into batches.
+delete scans), undeletes, snapshots read at random times, gap events, column-only fills.
+Times come from a coarse grid (5 seconds x {0, 1, 500, 998, 999} ms) so same-ms and
+same-second ties, including snapshot-vs-event ties, are common. A delivery is that history
+shuffled, with duplicates, split into batches.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from resources.warehouse import Warehouse
 from sync_engine import changes as ch
-from sync_engine.spec import ObjectSpec
+from sync_engine.spec import FieldSpec, ObjectSpec
 
 SPEC = ObjectSpec.of(
     "Opportunity",
@@ -34,6 +34,10 @@ SPEC = ObjectSpec.of(
         ("AccountId", "reference"),
     ],
 )
+# The same object with Salesforce's SystemModstamp: CDC changes stamp it with the commit
+# second, snapshots carry it, and `histories` adds event-less stamp moves (re-reads of an
+# unchanged record with a later stamp), which must never open an scd2 version.
+STAMPED_SPEC = ObjectSpec(SPEC.name, (*SPEC.fields, FieldSpec("SystemModstamp", "datetime")))
 RECORD_IDS = ("006000000000001AAA", "006000000000002AAA", "006000000000003AAA")
 VALUES: dict[str, list[Any]] = {
     "Name": ["Acme", "Globex", None],
@@ -49,6 +53,7 @@ VALUES: dict[str, list[Any]] = {
     "Quantity__c": [1, 7, None],
     "AccountId": ["001000000000001AAA", None],
 }
+_STAMP = "SystemModstamp"
 BASE_SECOND = 1_700_000_000
 MS_IN_SECOND = (0, 1, 500, 998, 999)
 
@@ -77,11 +82,21 @@ def change(draw: st.DrawFn, n: int, spec: ObjectSpec = SPEC) -> dict[str, Any]:
                 "SNAPSHOT",
                 "DELETE_SCAN",
                 "GAP_UPDATE",
+                "FILL",
             ]
         )
     )
     rid = draw(st.sampled_from(RECORD_IDS))
     names = [f.name for f in spec.fields if f.name in VALUES]
+    if kind == "FILL":
+        fields = draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True))
+        return ch.fill_change(
+            spec,
+            record_id=rid,
+            fields=fields,
+            values=_values(draw, fields),
+            read_started_at=ch.ts_of(_ms(draw)),
+        )
     if kind in ("SNAPSHOT", "DELETE_SCAN"):
         second = BASE_SECOND + draw(st.integers(0, 4))
         modstamp = ch.ts_of(second * 1000 + draw(st.sampled_from(MS_IN_SECOND)))
@@ -89,10 +104,13 @@ def change(draw: st.DrawFn, n: int, spec: ObjectSpec = SPEC) -> dict[str, Any]:
         read = ch.ts_of(second * 1000 + draw(st.sampled_from([0, 1, 500, 1000, 1001, 3000])))
         if kind == "DELETE_SCAN":
             return ch.deleted_change(spec, record_id=rid, deleted_at=modstamp, read_started_at=read)
+        values = _values(draw, names)
+        if _STAMP in {f.name for f in spec.fields}:
+            values[_STAMP] = modstamp
         return ch.snapshot_change(
             spec,
             record_id=rid,
-            values=_values(draw, names),
+            values=values,
             system_modstamp=modstamp,
             read_started_at=read,
             is_deleted=draw(st.sampled_from([False, False, True])),
@@ -123,10 +141,36 @@ def change(draw: st.DrawFn, n: int, spec: ObjectSpec = SPEC) -> dict[str, Any]:
 
 
 @st.composite
-def histories(draw: st.DrawFn, max_size: int = 14) -> list[dict[str, Any]]:
-    """A list of distinct changes (unique event uuids; snapshots may coincide by id)."""
+def histories(draw: st.DrawFn, max_size: int = 14, spec: ObjectSpec = SPEC) -> list[dict[str, Any]]:
+    """A list of distinct changes (unique event uuids; snapshots may coincide by id).
+
+    With a SystemModstamp field, some snapshots are re-read later with only the stamp
+    moved (an automation that wrote an unchanged value: no event, a new stamp).
+    """
     size = draw(st.integers(1, max_size))
-    return [draw(change(i)) for i in range(size)]
+    rows = [draw(change(i, spec)) for i in range(size)]
+    snapshots = [r for r in rows if r["change_type"] == "SNAPSHOT"]
+    if _STAMP in {f.name for f in spec.fields} and snapshots:
+        for base in draw(st.lists(st.sampled_from(snapshots), max_size=2)):
+            rows.append(_touched(draw, spec, base))
+    return rows
+
+
+def _touched(draw: st.DrawFn, spec: ObjectSpec, base: dict[str, Any]) -> dict[str, Any]:
+    """`base` re-read after an event-less save moved its SystemModstamp 1-3 s later."""
+    stamp = base["system_modstamp"] + dt.timedelta(seconds=draw(st.integers(1, 3)))
+    read = stamp + dt.timedelta(milliseconds=draw(st.sampled_from([0, 500, 1000, 3000])))
+    values = {f.name: base[f.column] for f in spec.fields}
+    values[_STAMP] = stamp
+    return ch.snapshot_change(
+        spec,
+        record_id=base["record_id"],
+        values=values,
+        system_modstamp=stamp,
+        read_started_at=read,
+        is_deleted=base["is_deleted"],
+        source=base["source"],
+    )
 
 
 @st.composite

@@ -17,6 +17,7 @@ from sync_engine.reference_fold import fold
 from tests.sync_engine.conftest import fresh_duckdb
 from tests.sync_engine.histories import (
     SPEC,
+    STAMPED_SPEC,
     deliveries,
     histories,
     normalize_expected,
@@ -46,3 +47,23 @@ def test_any_delivery_of_a_history_equals_the_reference_fold(data, history):
         assert hist == expected_history
         tables.append((current, hist))
     assert tables[0] == tables[1]
+
+
+@settings(
+    max_examples=int(os.environ.get("FOLD_MAX_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data(), history=histories(spec=STAMPED_SPEC))
+def test_event_less_systemmodstamp_moves_leave_scd2_to_the_other_fields(data, history):
+    # Regression: a re-backfill after CDC traffic opened scd2 versions that differed only
+    # in SystemModstamp (tests/sync_engine/test_unversioned_stamp.py).
+    spec = STAMPED_SPEC
+    expected = fold(spec, history)
+    expected_current = {k: normalize_expected([v])[0] for k, v in expected.current.items()}
+    wh = fresh_duckdb(spec=spec)
+    for batch in data.draw(deliveries(history)):
+        apply_batch(wh, spec, build_batch(spec, batch))
+    assert read_current(wh, spec) == expected_current
+    assert read_history(wh, spec) == normalize_expected(expected.history)
+    wh.close()

@@ -20,8 +20,10 @@ from sync_engine import registry
 from sync_engine.apply import apply_batch
 from sync_engine.changes import build_batch
 from sync_engine.reference_fold import fold
+from sync_engine.spec import ObjectSpec
 from tests.sync_engine.histories import (
     SPEC,
+    STAMPED_SPEC,
     deliveries,
     histories,
     normalize_expected,
@@ -44,13 +46,13 @@ def fake_snowflake() -> Iterator[None]:
             yield
 
 
-def fresh_snowflake() -> SnowflakeWarehouse:
+def fresh_snowflake(spec: ObjectSpec = SPEC) -> SnowflakeWarehouse:
     """A fake Snowflake database of its own, with the test object's tables."""
     # Not "SFDC": fakesnow (DuckDB) cannot tell database SFDC from schema SFDC apart.
     wh = SnowflakeWarehouse(
         account="fake", user="fake", password="snow", database=f"SFDCTEST{next(_db_numbers)}"
     )
-    registry.sync_schema(wh, SPEC)
+    registry.sync_schema(wh, spec)
     return wh
 
 
@@ -77,3 +79,20 @@ def test_snowflake_replayed_batch_changes_nothing(fake_snowflake):
     assert first.raw_inserted == len({r["change_id"] for r in history})
     assert again.raw_inserted == 0 and again.applied == 0
     assert (read_current(wh), read_history(wh)) == before
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), history=histories(max_size=8, spec=STAMPED_SPEC))
+def test_snowflake_sql_leaves_event_less_systemmodstamp_moves_out_of_scd2(
+    fake_snowflake, data, history
+):
+    spec = STAMPED_SPEC
+    expected = fold(spec, history)
+    wh = fresh_snowflake(spec)
+    for batch in data.draw(deliveries(history)):
+        apply_batch(wh, spec, build_batch(spec, batch))
+    assert read_current(wh, spec) == {
+        k: normalize_expected([v])[0] for k, v in expected.current.items()
+    }
+    assert read_history(wh, spec) == normalize_expected(expected.history)
+    wh.close()

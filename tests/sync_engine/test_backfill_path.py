@@ -1,0 +1,202 @@
+"""The backfill path: new records written without a fold, big batches applied in chunks.
+
+A record new to current with one change in the batch is inserted as that change
+(`insert_new_history`/`insert_new_current`); the rest of the batch takes the general
+merge. A batch above `apply.CHUNK_ROWS` is applied as chunks of whole records, each its
+own batch. Both must leave exactly the tables of the reference fold, whatever the mix of
+new and existing records and wherever the chunk boundaries fall.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+import fakesnow
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resources.snowflake_warehouse import SnowflakeWarehouse
+from sync_engine import apply as apply_mod
+from sync_engine import registry
+from sync_engine.apply import apply_batch, default_batch_id
+from sync_engine.changes import build_batch
+from sync_engine.reference_fold import fold
+from tests.sync_engine.conftest import fresh_duckdb
+from tests.sync_engine.histories import (
+    FULL,
+    SPEC,
+    cdc,
+    deliveries,
+    histories,
+    normalize_expected,
+    read_current,
+    read_history,
+    snapshot,
+)
+from tests.sync_engine.test_crash_recovery import Crash
+
+
+def _rid(group: int, rid: str) -> str:
+    return f"006{group:03d}{rid[6:]}"
+
+
+@st.composite
+def wide_histories(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Up to 4 independent histories on disjoint record ids (up to 12 records in all)."""
+    rows = []
+    for group, history in enumerate(draw(st.lists(histories(max_size=8), min_size=1, max_size=4))):
+        for row in history:
+            # Change ids stay unique across groups (the same event uuid recurs in each).
+            cid = hashlib.sha1(f"{group}:{row['change_id']}".encode()).hexdigest()[:32]
+            rows.append({**row, "record_id": _rid(group, row["record_id"]), "change_id": cid})
+    return rows
+
+
+@settings(
+    max_examples=int(os.environ.get("FOLD_MAX_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data(), history=wide_histories(), chunk_rows=st.integers(1, 5))
+def test_chunked_batches_mixing_new_and_existing_records_equal_the_reference_fold(
+    data, history, chunk_rows
+):
+    expected = fold(SPEC, history)
+    expected_current = {k: normalize_expected([v])[0] for k, v in expected.current.items()}
+    wh = fresh_duckdb()
+    with mock.patch.object(apply_mod, "CHUNK_ROWS", chunk_rows):
+        for batch in data.draw(deliveries(history)):
+            apply_batch(wh, SPEC, build_batch(SPEC, batch))
+    assert read_current(wh) == expected_current
+    assert read_history(wh) == normalize_expected(expected.history)
+    wh.close()
+
+
+def _backfill(first: int, count: int, second: int = 0) -> list[dict[str, Any]]:
+    return [
+        snapshot(f"006{i:015d}", second, 1000, {**FULL, "Name": f"Deal {i}"})
+        for i in range(first, first + count)
+    ]
+
+
+def _mixed() -> list[dict[str, Any]]:
+    """After `_backfill(0, n)`: an update of record 0, three new records, one new deleted."""
+    amount = {"Amount": Decimal("9")}
+    return [
+        cdc("UPDATE", 1, f"006{0:015d}", 5, values=amount, changed_fields=["Amount"]),
+        *_backfill(10, 3, second=5),
+        cdc("DELETE", 2, f"006{20:015d}", 6),  # new, and deleted on arrival
+    ]
+
+
+def test_backfill_of_new_records_writes_one_open_version_each_without_a_fold(duck):
+    result = apply_batch(duck, SPEC, build_batch(SPEC, _backfill(0, 5)))
+    assert (result.inserted, result.history_rows, result.records) == (5, 5, 5)
+    assert duck.query("SELECT COUNT(*) FROM sfdc_tmp_class WHERE NOT is_new")[0][0] == 0
+    history = read_history(duck)
+    assert [(r["name"], r["is_current"], r["valid_to"]) for r in history] == [
+        (f"Deal {i}", True, None) for i in range(5)
+    ]
+    assert {k: v["name"] for k, v in read_current(duck).items()} == {
+        f"006{i:015d}": f"Deal {i}" for i in range(5)
+    }
+
+
+def test_batch_mixing_new_and_existing_records_counts_each_kind(duck):
+    apply_batch(duck, SPEC, build_batch(SPEC, _backfill(0, 2)))
+    existing = f"006{0:015d}"
+    result = apply_batch(duck, SPEC, build_batch(SPEC, _mixed()))
+    assert (result.inserted, result.updated, result.deleted) == (4, 1, 1)
+    assert result.history_rows == 5
+    current = read_current(duck)
+    assert current[existing]["amount"] == Decimal("9")
+    assert current[f"006{20:015d}"]["is_deleted"] is True
+    assert len(current) == 6
+
+
+def test_batch_above_chunk_rows_is_applied_in_chunks_of_whole_records(duck, monkeypatch):
+    monkeypatch.setattr(apply_mod, "CHUNK_ROWS", 2)
+    rid = f"006{50:015d}"
+    rows = [
+        *_backfill(0, 4),
+        cdc("CREATE", 1, rid, 1, values=FULL),
+        cdc("UPDATE", 2, rid, 2, values={"Name": "Two"}, changed_fields=["Name"]),
+        cdc("UPDATE", 3, rid, 3, values={"Name": "Three"}, changed_fields=["Name"]),
+    ]
+    result = apply_batch(duck, SPEC, build_batch(SPEC, rows))
+    assert (result.changes, result.applied, result.records) == (7, 7, 5)
+    logged = [r[0] for r in duck.query("SELECT batch_id FROM sfdc_meta.load_log")]
+    # Up to 4 chunks of about 2 rows (split by a hash of the record id: some may be empty).
+    assert 1 < len(logged) <= 4
+    assert all(b.startswith(result.batch_id + ".c") for b in logged)
+    assert read_current(duck)[rid]["name"] == "Three"
+    assert [r["name"] for r in read_history(duck) if r["id"] == rid] == ["Acme", "Two", "Three"]
+    again = apply_batch(duck, SPEC, build_batch(SPEC, rows))
+    assert (again.raw_inserted, again.applied) == (0, 0)
+
+
+class _CrashOnSecondLog:
+    """Delegates to a warehouse; crashes on the second load_log insert (chunk 2's commit)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.logs = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def execute(self, sql: str, params=None) -> int:
+        if sql.startswith('INSERT INTO "sfdc_meta"."load_log"'):
+            self.logs += 1
+            if self.logs == 2:
+                raise Crash("chunk 2")
+        return self.inner.execute(sql, params)
+
+
+def test_crash_between_chunks_keeps_the_committed_ones_and_rerun_converges(monkeypatch):
+    monkeypatch.setattr(apply_mod, "CHUNK_ROWS", 2)
+    batch = build_batch(SPEC, _backfill(0, 6))
+    clean = fresh_duckdb()
+    apply_batch(clean, SPEC, batch)
+    wh = fresh_duckdb()
+    with pytest.raises(Crash):
+        apply_batch(_CrashOnSecondLog(wh), SPEC, batch)
+    assert len(read_current(wh)) == 2  # the first chunk committed, the second rolled back
+    rerun = apply_batch(wh, SPEC, batch)
+    assert rerun.applied == 4  # the committed chunk is not applied again
+    assert read_current(wh) == read_current(clean)
+    assert read_history(wh) == read_history(clean)
+
+
+def test_batch_id_is_the_hash_of_its_sorted_change_ids_for_arrow_and_polars():
+    batch = build_batch(SPEC, [*_backfill(0, 3), *_backfill(0, 1)])
+    ids = sorted(set(batch.column("change_id").to_pylist()))
+    expected = "b" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:31]
+    assert default_batch_id(batch) == expected
+    assert apply_mod._prepare(SPEC, pl.from_arrow(batch), None).batch_id == expected
+
+
+def test_snowflake_sql_takes_the_same_new_record_path_and_chunks(monkeypatch):
+    monkeypatch.setattr(apply_mod, "CHUNK_ROWS", 2)
+    batches = [_backfill(0, 3), _mixed()]
+    duck = fresh_duckdb()
+    for rows in batches:
+        apply_batch(duck, SPEC, build_batch(SPEC, rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fakesnow's Arrow-copy notice
+        with fakesnow.patch():
+            # Not "SFDC": fakesnow cannot tell database SFDC from schema SFDC apart.
+            wh = SnowflakeWarehouse(
+                account="fake", user="fake", password="snow", database="SFDCBACKFILL"
+            )
+            registry.sync_schema(wh, SPEC)
+            results = [apply_batch(wh, SPEC, build_batch(SPEC, rows)) for rows in batches]
+            snow = read_current(wh), read_history(wh)
+    assert [r.inserted for r in results] == [3, 4]
+    assert snow == (read_current(duck), read_history(duck))
