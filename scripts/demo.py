@@ -8,6 +8,7 @@ then runs `dagster dev` on workspace.yaml in the foreground. Ctrl-C stops both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -188,14 +189,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
+
+
+def stop(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
+    """Terminate the processes, then whatever they started and left behind.
+
+    `dagster dev` can exit before its code server and in-flight run workers (a bootstrap
+    backfill writing events) do; those would keep the DuckDB file locked.
+    """
+    import psutil
+
+    descendants: list[psutil.Process] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants += psutil.Process(proc.pid).children(recursive=True)
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    _, alive = psutil.wait_procs(descendants, timeout=timeout_s)
+    for leftover in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=timeout_s)
+    for leftover in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
   for one single-run backfill of raw -> current -> scd2 over every partition, so a fresh
   `make demo` fills the warehouse, and a new entry in objects.yaml is synced on deploy.
   One bootstrap at a time (CDC runs keep their slots); a failed one is retried after
-  `bootstrap_retry_minutes` (the failed run alerts the on-call meanwhile).
+  `bootstrap_retry_minutes` (the failed run alerts the on-call meanwhile). Once applied,
+  a "tail" re-backfill re-reads the bootstrap's read-lag window (`_tail`).
 - `dbt_refresh`: `dbt build` of the staging views, marts and legacy views, at most every
   `dbt_refresh_minutes`, once every object is bootstrapped (a build over half-loaded
   tables would fail its relationship tests) and only when current or scd2 changed since
@@ -21,7 +22,7 @@ from typing import Any
 
 import dagster as dg
 
-from sensors.cdc import run_checks
+from sensors.cdc import rebackfill_request, run_checks
 from sfdc_assets.assets import LAYERS, asset_key, dumps, run_tags
 from sfdc_assets.objects import SyncConfig, load_config
 from sfdc_assets.partitions import daily_partitions
@@ -35,6 +36,8 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+# Slack around the bootstrap's read window for its tail re-read (clock skew, run start).
+TAIL_MARGIN_S = 60
 # The dbt project's asset key prefixes (SfdcDbtTranslator: [<schema folder>, <model>]).
 DBT_PREFIXES = (["staging"], ["marts"], ["legacy"])
 
@@ -77,6 +80,7 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
     names = [o.name for o in sync.objects]
     partitions = daily_partitions(settings.partitions_start)
     retry_s = settings.bootstrap_retry_minutes * 60
+    lag_s = settings.bulk_lag_seconds
 
     @dg.sensor(
         name="sfdc_bootstrap",
@@ -92,7 +96,9 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
         ),
     )
     def _bootstrap(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        done = set(json.loads(context.cursor)["done"]) if context.cursor else set()
+        cur = json.loads(context.cursor) if context.cursor else {}
+        done = set(cur.get("done", []))
+        tails = list(cur.get("tails", []))
         first = partitions.get_first_partition_key()
         last = partitions.get_last_partition_key()
         assert first and last
@@ -106,6 +112,7 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
                 continue
             if is_bootstrapped(context.instance, name, first):
                 done.add(name)
+                tails.append(_tail(context.instance, name, now_s, lag_s))
                 continue
             if busy or requests:
                 continue
@@ -115,13 +122,38 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
                 continue  # failed recently: its failure alert is out; try again later
             context.log.info("%s: never backfilled; requesting %s..%s", name, first, last)
             requests.append(bootstrap_request(name, first, last, now_s))
-        cursor = dumps({"done": sorted(done)})
+        due = [t for t in tails if t["not_before"] <= now_s]
+        tails = [t for t in tails if t["not_before"] > now_s]
+        requests += [
+            rebackfill_request(t["object"], int(t["since_ms"]), "bootstrap-tail", partitions)
+            for t in due
+        ]
+        cursor = dumps({"done": sorted(done), "tails": tails})
         if not requests:
             skip = dg.SkipReason(f"{len(done)} of {len(names)} objects bootstrapped")
             return dg.SensorResult(skip_reason=skip, cursor=cursor)
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return _bootstrap
+
+
+def _tail(instance: dg.DagsterInstance, name: str, now_s: float, lag_s: int) -> dict[str, Any]:
+    """The re-read that closes a bootstrap's read lag.
+
+    The bootstrap's Bulk read stopped `bulk_lag_seconds` before it started. CDC brings the
+    changes made after that, but a record whose latest change fell in that window and which
+    was not created within the event retention has only those changed fields in CDC: its
+    other fields (owner, name...) would stay empty. One `since` re-backfill from the
+    bootstrap's request time minus the lag, once that window is older than the lag, reads
+    those records whole.
+    """
+    runs = _runs(instance, {**run_tags(name), SOURCE_TAG: BOOTSTRAP})
+    requested = _run_created(instance, runs[0]) if runs else now_s
+    return {
+        "object": name,
+        "since_ms": int((requested - lag_s - TAIL_MARGIN_S) * 1000),
+        "not_before": now_s + lag_s + TAIL_MARGIN_S,
+    }
 
 
 def _run_created(instance: dg.DagsterInstance, run: Any) -> float:

@@ -34,7 +34,7 @@ from sfdc_assets.checks import (
     validate_batch,
 )
 from sfdc_assets.objects import SObjectConfig, SyncConfig, load_config
-from sfdc_assets.partitions import daily_partitions, window_of
+from sfdc_assets.partitions import BEGINNING, daily_partitions, window_of
 from sfdc_assets.resources import LANDING, SALESFORCE, WAREHOUSE, warehouse_kind
 
 SALESFORCE_POOL = "salesforce_api"
@@ -46,6 +46,11 @@ RETRY = dg.RetryPolicy(
 )
 OBJECT_TAG = "sfdc/object"
 DESCRIBE_CHECKPOINT = "describe/{name}"
+# Fields added to an object whose existing rows still await their column-only fill
+# (DESIGN §5): written before the column is added, cleared once the fill is in raw.
+FILL_CHECKPOINT = "fill/{name}"
+FILL_META = "fill_fields"
+FILL_LOOKAHEAD = dt.timedelta(seconds=1)
 
 
 def asset_key(layer: str, obj: SObjectConfig | str) -> dg.AssetKey:
@@ -76,10 +81,12 @@ deterministic `change_id`, so re-landing or re-backfilling never duplicates. Par
 UTC day of the change's version (Bulk: SystemModstamp; CDC: commit time).
 
 A materialization lands, validates and appends: with no run config, a Bulk 2.0 backfill of
-exactly the partition window `[start, end)` (never the last {lag} s: Salesforce reads
-are eventually consistent, CDC covers them); with `landing_batches`, the CDC/REST
-micro-batches the `cdc_{group}` sensor landed; with `since`, a targeted re-backfill from
-that time (overflow or expired replay id). Every batch is validated by a Pandera schema
+exactly the partition window `[start, end)` (the first partition's window reaches back
+to 1999, so records last modified before the partitions begin are read too; never the
+last {lag} s: Salesforce reads are eventually consistent, CDC covers them); with
+`landing_batches`, the CDC/REST micro-batches the `cdc_{group}` sensor landed; with
+`since`, a targeted re-backfill from that time (overflow or expired replay id, bootstrap
+tail). Every batch is validated by a Pandera schema
 from describe; failing rows go to `sfdc_quarantine.{table}` with the reason, and the
 blocking check `raw_batch_valid` stops current, scd2 and dbt when a batch is rejected.
 Describe runs every time: new fields become columns (schema registry in `sfdc_meta`)."""
@@ -137,14 +144,65 @@ def registry_spec(warehouse: Any, name: str) -> Any:
 
 
 def _to_changes(spec: Any, manifest: Any, frame: Any) -> Any:
-    """Landed rows -> engine change rows: Bulk parts are snapshots, micro-batches already
-    are change rows (CDC events or REST snapshots)."""
-    from resources.salesforce.to_changes import snapshot_batch
+    """Landed rows -> engine change rows: Bulk parts are snapshots (or fills of new fields,
+    when the manifest names them), micro-batches already are change rows (CDC events or
+    REST snapshots)."""
+    from resources.salesforce.to_changes import fill_batch, snapshot_batch
     from sync_engine.changes import conform_batch
 
+    if manifest.kind == "backfill" and manifest.meta.get(FILL_META):
+        return fill_batch(spec, frame, manifest.meta[FILL_META])
     if manifest.kind == "backfill":
         return snapshot_batch(spec, frame, source=manifest.meta.get("source", "bulk"))
     return conform_batch(spec, frame.to_arrow())
+
+
+def _fields_to_fill(warehouse: Any, landing: Any, name: str, spec: Any) -> list[str]:
+    """Described fields whose existing rows need a column-only fill: the ones the registry
+    does not know yet when the object's tables hold rows, plus any a crashed run left.
+
+    Recorded in a checkpoint before `sync_schema` adds the columns: once a field is
+    registered it is no longer new, so a crash before the fill landed would lose it.
+    """
+    from resources.warehouse import qualified
+
+    saved = landing.read_checkpoint(FILL_CHECKPOINT.format(name=name)) or {}
+    described = {f.name for f in spec.fields}
+    fields = [f for f in saved.get("fields", []) if f in described]
+    registered = registry_spec(warehouse, name)
+    if registered is not None:
+        current = qualified(warehouse, warehouse.schema_names.current, spec.table)
+        if warehouse.query(f"SELECT COUNT(*) FROM (SELECT 1 FROM {current} LIMIT 1) t")[0][0]:
+            known = {f.name for f in registered.fields}
+            fields += [f.name for f in spec.fields if f.name not in known and f.name not in fields]
+    if fields:
+        landing.write_checkpoint(FILL_CHECKPOINT.format(name=name), {"fields": fields})
+    return fields
+
+
+def _land_fill(
+    client: Any,
+    landing: Any,
+    name: str,
+    describe: Any,
+    fields: list[str],
+) -> list[Any]:
+    """The column-only Bulk queryAll (`Id`, `SystemModstamp`, the new fields) over every
+    synced day, landed as manifests marked with the fields they fill."""
+    from resources.salesforce.bulk import BulkOptions
+
+    if not fields:
+        return []
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
+    # No read lag: a fill's version sorts below every real change, so reading the newest
+    # state cannot undo one, and the lag would leave recently modified rows unfilled. The
+    # look-ahead takes in rows stamped in the current second too.
+    reader = client.bulk(landing, BulkOptions(lag=-FILL_LOOKAHEAD))
+    names = ["Id", "SystemModstamp", *fields]
+    result = reader.backfill(
+        name, BEGINNING, end, fields=names, describe=describe, meta={FILL_META: fields}
+    )
+    return result.manifests
 
 
 def _manifests_for_run(
@@ -246,6 +304,7 @@ def build_object_assets(
         lag_s = settings.bulk_lag_seconds if config.lag_seconds is None else config.lag_seconds
         try:
             spec, describe = _describe(client, landing, obj)
+            to_fill = _fields_to_fill(warehouse, landing, obj.name, spec)
             synced = sync_schema(warehouse, spec)
             spec = synced.spec
             # New PII columns are masked the day they appear (docs/security.md).
@@ -257,6 +316,8 @@ def build_object_assets(
             manifests, run_meta = _manifests_for_run(
                 context, config, obj, client, landing, describe, lag_s
             )
+            fills = _land_fill(client, landing, obj.name, describe, to_fill)
+            manifests = fills + manifests
             totals = {"parts": 0, "rows_landed": 0, "rows_appended": 0, "rows_quarantined": 0}
             reasons: dict[str, int] = {}
             rejected: list[str] = []
@@ -273,6 +334,7 @@ def build_object_assets(
                     frame = batches.read_part(landing, manifest, index)
                     changes = _to_changes(spec, manifest, frame)
                     changes, _ = without_suppressed(changes, suppressed)
+                    fill = bool(manifest.meta.get(FILL_META))
                     checked = validate_batch(rules, changes, now)
                     rate = checked.rate_pct()
                     worst = max(worst, rate)
@@ -292,6 +354,8 @@ def build_object_assets(
                     days = changes.column("change_date")
                     dmin = min(days.to_pylist(), default=None) or ref.day
                     dmax = max(days.to_pylist(), default=None) or ref.day
+                    if fill:  # dated 1970 (below every version): applied by this run
+                        dmin = dmax = window_of(context)[0].date()
                     batches.register(
                         warehouse,
                         batches.LedgerRow(
@@ -314,6 +378,8 @@ def build_object_assets(
                     totals["rows_landed"] += changes.num_rows
                     totals["rows_appended"] += appended
                     totals["rows_quarantined"] += quarantined.height
+            if to_fill:  # in raw and in the ledger: the next run need not fill again
+                landing.clear_checkpoint(FILL_CHECKPOINT.format(name=obj.name))
             usage = client.governor.snapshot()
         finally:
             client.close()
@@ -330,6 +396,7 @@ def build_object_assets(
             "bulk_jobs_created": usage["bulk_jobs"],
             "schema_added_fields": ", ".join(synced.change.added),
             "schema_removed_fields": ", ".join(synced.change.removed),
+            "schema_filled_fields": ", ".join(to_fill),
         }
         if replays:
             metadata["replay_id_first"] = min(r[0] for r in replays)

@@ -37,7 +37,8 @@ CDC_LAG = "cdc_lag"
 RECONCILE = "live_count_matches_salesforce"
 
 SOURCES = ("cdc", "bulk", "rest", "delete_scan")
-CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT")
+# FILL: a column-only read of fields new to the warehouse (sync_engine.changes.fill_change).
+CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT", "FILL")
 GAP_TYPES = ("GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW")
 FULL_CHANGE_TYPES = ("CREATE", "UNDELETE", "SNAPSHOT")
 # Salesforce went live in 1999; anything earlier, or more than a day ahead of the
@@ -106,13 +107,15 @@ class Validation:
         return 100.0 * self.quarantined / self.rows if self.rows else 0.0
 
 
-def _sane(col: str, now: dt.datetime) -> Any:
+def _sane(col: str, now: dt.datetime, *, fills_exempt: bool = False) -> Any:
     import pandera.polars as pa_pl
 
     latest = now + FUTURE_TOLERANCE
+    # A fill's version sorts below every real change on purpose (epoch 0): not corrupt.
+    exempt = pl.col("change_type") == "FILL" if fills_exempt else pl.lit(False)
     return pa_pl.Check(
         lambda data: data.lazyframe.select(
-            pl.col(col).is_null() | pl.col(col).is_between(EARLIEST_SANE, latest)
+            pl.col(col).is_null() | pl.col(col).is_between(EARLIEST_SANE, latest) | exempt
         ),
         name=f"{col}_sane",
         error=f"{col}_sane: before 1999 or in the future",
@@ -144,7 +147,8 @@ def pandera_schema(rules: ObjectRules, now: dt.datetime | None = None) -> Any:
     }
     for col in rules.references:
         columns[col] = pa_pl.Column(str, checks=id_check, nullable=True, required=False)
-    frame_checks = [_sane(c, now) for c in ("commit_ts", "system_modstamp", "version_ts")]
+    frame_checks = [_sane(c, now) for c in ("commit_ts", "system_modstamp")]
+    frame_checks.append(_sane("version_ts", now, fills_exempt=True))
     frame_checks += [_sane(c, now) for c in rules.timestamps]
     for col in rules.required:
         # A snapshot of a live record must carry the required fields. CDC CREATE events

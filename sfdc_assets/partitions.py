@@ -29,7 +29,21 @@ def partition_key_for(day: dt.date, partitions_def: dg.DailyPartitionsDefinition
     return min(key, last) if last else key
 
 
+# Before any Salesforce timestamp (the org went live in 1999): where the first partition's
+# window starts.
+BEGINNING = dt.datetime(1999, 1, 1, tzinfo=dt.UTC)
+
+
 def window_of(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
-    """The run's partition window as UTC datetimes `[start, end)`."""
+    """The run's partition window as UTC datetimes `[start, end)`.
+
+    The first partition also holds everything older: a record last modified before
+    `partitions_start` belongs to no day of the partitions, yet a backfill of the whole
+    range must read it.
+    """
     tw = context.partition_time_window
-    return tw.start.astimezone(dt.UTC), tw.end.astimezone(dt.UTC)
+    start, end = tw.start.astimezone(dt.UTC), tw.end.astimezone(dt.UTC)
+    partitions = context.assets_def.partitions_def
+    if isinstance(partitions, dg.TimeWindowPartitionsDefinition) and start <= partitions.start:
+        start = BEGINNING
+    return start, end

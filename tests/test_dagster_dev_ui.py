@@ -139,7 +139,15 @@ class Stack:
         home = self.tmp / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        # Without the bootstrap sensor: its 5-year backfill would still be writing events
+        # when the test stops the stack (make demo reaps such run workers; this test checks
+        # that dagster dev's own processes exit on their own).
+        objects = self.tmp / "objects.yaml"
+        shipped = (REPO / "sfdc_assets" / "objects.yaml").read_text()
+        assert "bootstrap: true" in shipped
+        objects.write_text(shipped.replace("bootstrap: true", "bootstrap: false"))
         env.update(
+            SFDC_OBJECTS_FILE=str(objects),
             SFDC_ENV="local",
             SFDC_EMULATOR_INFO=str(info),
             WAREHOUSE_DUCKDB_PATH=str(self.tmp / "warehouse.duckdb"),

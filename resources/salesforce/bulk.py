@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -177,10 +177,14 @@ class BulkReader:
         fields: Sequence[str] | None = None,
         describe: ObjectDescribe | None = None,
         now: datetime | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> BackfillResult:
         """Land every row of ``obj`` with SystemModstamp in ``[start, end)`` (minus the lag).
 
         ``now`` is the org's current time (defaults to the server-clock estimate).
+        ``fields`` limits the columns (a column-only fill: ``Id``, ``SystemModstamp`` and
+        the new fields); ``meta`` is added to every landed manifest, so loaders can tell
+        such a read from a full one.
         """
         obj = soql.identifier(obj)
         describe = describe or self.rest.describe(obj)
@@ -223,7 +227,7 @@ class BulkReader:
                     self._job_state(obj, names, ahead, prefetch=True)
 
             manifest, job_id, resumed = self.extract(
-                obj, describe, names, piece, when_complete=create_next
+                obj, describe, names, piece, when_complete=create_next, meta=meta
             )
             result.manifests.append(manifest)
             result.jobs.append(job_id)
@@ -272,6 +276,7 @@ class BulkReader:
         window: Window,
         *,
         when_complete: Callable[[], None] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> tuple[Manifest, str, bool]:
         """Run (or resume) one queryAll job for ``window`` and commit its batch.
 
@@ -330,6 +335,7 @@ class BulkReader:
                 "window": window.key(),
                 "observed_at_ms": state["observed_at_ms"],
                 "resumed": resumed,
+                **(meta or {}),
             },
         )
         self.landing.clear_checkpoint(ckpt_name)

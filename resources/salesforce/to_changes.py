@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -81,24 +81,30 @@ def cdc_batch(spec: Any, rows: Iterable[ChangeRow], batch_id: str | None = None)
     return build_batch(spec, out, batch_id)
 
 
-def snapshot_batch(
-    spec: Any, frame: pl.DataFrame, *, source: str = "bulk", batch_id: str | None = None
-) -> pa.Table:
-    """Change rows from a landed Bulk chunk (or REST rows as a frame) carrying R."""
-    from sync_engine.changes import build_batch, snapshot_change
-
+def _exact_rows(spec: Any, frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    """The frame's rows, with Bulk doubles (read as floats) as the exact decimals the
+    engine stores, at each field's scale."""
     decimals = {
         f.name: Decimal(1).scaleb(-(2 if f.scale is None else int(f.scale)))
         for f in spec.fields
         if f.sf_type.lower() in ("currency", "double", "percent")
     }
     floats = [n for n in decimals if n in frame.columns and frame.schema[n].is_float()]
-    out = []
     for rec in frame.iter_rows(named=True):
         for name in floats:
-            # Bulk doubles are read as floats; the engine stores exact decimals.
             if rec[name] is not None:
                 rec[name] = Decimal(repr(rec[name])).quantize(decimals[name])
+        yield rec
+
+
+def snapshot_batch(
+    spec: Any, frame: pl.DataFrame, *, source: str = "bulk", batch_id: str | None = None
+) -> pa.Table:
+    """Change rows from a landed Bulk chunk (or REST rows as a frame) carrying R."""
+    from sync_engine.changes import build_batch, snapshot_change
+
+    out = []
+    for rec in _exact_rows(spec, frame):
         observed = _EPOCH + dt.timedelta(milliseconds=int(rec[OBSERVED_AT]))
         out.append(
             snapshot_change(
@@ -109,6 +115,28 @@ def snapshot_batch(
                 read_started_at=observed,
                 is_deleted=bool(rec.get("IsDeleted")),
                 source=source,
+            )
+        )
+    return build_batch(spec, out, batch_id)
+
+
+def fill_batch(
+    spec: Any, frame: pl.DataFrame, fields: Sequence[str], *, batch_id: str | None = None
+) -> pa.Table:
+    """Fill changes from a landed column-only Bulk chunk (``Id``, ``SystemModstamp`` and
+    the fields to fill, carrying R): each sets only ``fields`` (``changes.fill_change``)."""
+    from sync_engine.changes import build_batch, fill_change
+
+    out = []
+    for rec in _exact_rows(spec, frame):
+        out.append(
+            fill_change(
+                spec,
+                record_id=rec["Id"],
+                fields=fields,
+                values=rec,
+                read_started_at=_EPOCH + dt.timedelta(milliseconds=int(rec[OBSERVED_AT])),
+                system_modstamp=rec.get("SystemModstamp"),
             )
         )
     return build_batch(spec, out, batch_id)

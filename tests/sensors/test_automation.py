@@ -322,3 +322,33 @@ def test_dbt_refresh_skips_while_a_build_is_in_flight(
     add_run(instance, {SOURCE_TAG: DBT_REFRESH}, dg.DagsterRunStatus.SUCCESS)
     still = evaluate(sensor, instance, None)
     assert still.requests == []
+
+
+def test_a_bootstrapped_object_gets_one_tail_re_read_of_its_read_lag_window(
+    instance: dg.DagsterInstance, clock: Clock
+) -> None:
+    """The bootstrap read stopped `bulk_lag_seconds` before it started; records whose
+    latest change fell in that window are re-read whole once the window is old enough."""
+    sync = sync_config()
+    lag = sync.settings.bulk_lag_seconds
+    sensor = bootstrap_sensor(sync)
+    first = evaluate(sensor, instance, None)
+    add_run(instance, bootstrap_tags("Opportunity"), dg.DagsterRunStatus.SUCCESS)
+    apply(instance, "Opportunity", FIRST)
+
+    applied = evaluate(sensor, instance, first.cursor)
+    assert [r.tags[OBJECT_TAG] for r in applied.requests] == ["Account"]  # no tail yet
+
+    clock.now += lag + automation.TAIL_MARGIN_S + 1
+    due = evaluate(sensor, instance, applied.cursor)
+    tails = [r for r in due.requests if r.tags.get("sfdc/reason") == "bootstrap-tail"]
+    (tail,) = tails
+    assert tail.tags[OBJECT_TAG] == "Opportunity" and tail.tags[SOURCE_TAG] == "rebackfill"
+    since = dt.datetime.fromisoformat(
+        tail.run_config["ops"]["salesforce__raw__opportunity"]["config"]["since"]
+    )
+    # From before the bootstrap's request minus the lag (the run was created just now).
+    assert since.timestamp() <= time.time() - lag - automation.TAIL_MARGIN_S + 1
+
+    again = evaluate(sensor, instance, due.cursor)
+    assert not [r for r in again.requests if r.tags.get("sfdc/reason") == "bootstrap-tail"]

@@ -74,3 +74,23 @@ def test_a_missing_column_is_a_schema_level_failure_that_rejects_the_batch() -> 
     checked = validate_batch(RULES, batch, NOW)
     assert checked.schema_errors and checked.good.num_rows == 0
     assert checked.quarantined == 2
+
+
+def test_a_fill_row_is_valid_though_its_version_sorts_below_every_change() -> None:
+    from sync_engine.changes import fill_change
+
+    fill = fill_change(
+        SPEC,
+        record_id="006000000000001AAA",
+        fields=["Name"],
+        values={"Name": "Deal"},
+        read_started_at=dt.datetime(2025, 6, 2),
+        system_modstamp=dt.datetime(2025, 6, 1),
+    )
+    batch = build_batch(SPEC, [fill])
+    assert batch.column("version_ts")[0].as_py().year == 1970
+    checked = validate_batch(RULES, batch, NOW)
+    assert checked.quarantined == 0 and checked.good.num_rows == 1
+    # The exemption is for fills only: a snapshot dated 1970 is still corrupt.
+    stale = validate_batch(RULES, _batch({"SystemModstamp": dt.datetime(1970, 1, 2)}), NOW)
+    assert stale.quarantined == 1

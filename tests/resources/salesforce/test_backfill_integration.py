@@ -160,3 +160,35 @@ def test_page_prefetcher_keeps_order_raises_errors_and_stops() -> None:
     assert early.next() == (b"x", "1")
     early.close()  # the consumer stopped (a crash): the thread ends, no unbounded fetching
     assert len(fetched) <= 4
+
+
+def test_column_only_read_lands_fill_changes_that_set_only_those_fields(
+    emulator: Emulator, client: SalesforceClient, tmp_path: Path
+) -> None:
+    from decimal import Decimal
+
+    from resources.salesforce.to_changes import fill_batch
+    from sync_engine.changes import is_fill_version
+    from sync_engine.spec import ObjectSpec
+
+    store = LandingStore(str(tmp_path / "landing"))
+    fields = ["Id", "SystemModstamp", "Amount"]
+    result = client.bulk(store, OPTIONS).backfill(
+        "Opportunity", START, END, fields=fields, meta={"fill_fields": ["Amount"]}, now=future()
+    )
+    assert all(m.meta["fill_fields"] == ["Amount"] for m in result.manifests)
+    got = landed(store, result)
+    assert [c for c in got.columns if not c.startswith("_")] == fields
+    spec = ObjectSpec.from_describe(
+        client.conn.call(lambda sf: sf.Opportunity.describe(), what="describe")
+    )
+    rows = fill_batch(spec, got, ["Amount"]).to_pylist()
+    truth = pl.from_arrow(emulator.store.truth("Opportunity"))
+    assert isinstance(truth, pl.DataFrame)
+    want = dict(zip(truth["Id"], truth["Amount"], strict=True))
+    assert len(rows) == truth.height
+    assert all(r["set_fields"] == ["Amount"] and is_fill_version(r["version"]) for r in rows)
+    assert all(r["name"] is None and r["is_deleted"] is None for r in rows)  # nothing else
+    assert {r["record_id"]: r["amount"] for r in rows} == {
+        k: None if v is None else Decimal(v).quantize(Decimal("0.01")) for k, v in want.items()
+    }
