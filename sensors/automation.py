@@ -140,12 +140,12 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
 def _tail(instance: dg.DagsterInstance, name: str, now_s: float, lag_s: int) -> dict[str, Any]:
     """The re-read that closes a bootstrap's read lag.
 
-    The bootstrap's Bulk read stopped `bulk_lag_seconds` before it started. CDC brings the
-    changes made after that, but a record whose latest change fell in that window and which
-    was not created within the event retention has only those changed fields in CDC: its
-    other fields (owner, name...) would stay empty. One `since` re-backfill from the
-    bootstrap's request time minus the lag, once that window is older than the lag, reads
-    those records whole.
+    The bootstrap's Bulk read stopped `bulk_lag_seconds` before it started. A record whose
+    only change in that window published no event (an automation touch moves
+    SystemModstamp without one) was read by neither Bulk nor CDC. One `since` re-backfill
+    from the bootstrap's request time minus the lag, once that window is older than the
+    lag, reads it. (Records CDC did change there are re-read whole by Id in their CDC run:
+    `_land_incomplete` in sfdc_assets/assets.py.)
     """
     runs = _runs(instance, {**run_tags(name), SOURCE_TAG: BOOTSTRAP})
     requested = _run_created(instance, runs[0]) if runs else now_s

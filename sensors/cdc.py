@@ -30,7 +30,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.landing import BatchRef, LandingStore
+from resources.landing import LandingStore
 from resources.salesforce.resource import SalesforceResource
 from sfdc_assets.assets import LAYERS, asset_key, describe_cache, dumps, run_tags
 from sfdc_assets.checks import CDC_LAG, CURRENT_ID_UNIQUE, RAW_VALID
@@ -90,61 +90,6 @@ def _unknown_fields(rows: list[Any], specs: dict[str, tuple[Any, Any]]) -> set[s
             if any(f not in known for f in r.set_fields):
                 stale.add(r.entity)
     return stale
-
-
-def rest_frame(records: list[dict[str, Any]], describe: Any, observed_ms: int) -> Any:
-    """REST records -> the typed frame a Bulk page would give (same typing code)."""
-    import polars as pl
-
-    from resources.salesforce.csv_types import OBSERVED_AT, read_page, schema_for
-
-    names = describe.field_names
-    text = {
-        n: [
-            ""
-            if r.get(n) is None
-            else ("true" if r[n] is True else "false" if r[n] is False else str(r[n]))
-            for r in records
-        ]
-        for n in names
-    }
-    frame = read_page(pl.DataFrame(text).write_csv().encode(), schema_for(describe, names))
-    return frame.with_columns(pl.lit(observed_ms, dtype=pl.Int64).alias(OBSERVED_AT))
-
-
-def _land_repairs(
-    client: Any,
-    landing: LandingStore,
-    channel: str,
-    gaps: dict[str, set[str]],
-    specs: dict[str, tuple[Any, Any]],
-    tag: str,
-) -> list[Any]:
-    """Gap events: re-read the Ids by REST and land them as `rest` snapshot micro-batches."""
-    import polars as pl
-
-    from resources.salesforce.to_changes import snapshot_batch
-
-    manifests = []
-    slug = channel.strip("/").replace("/", "_").replace("__", "_")
-    for entity, ids in sorted(gaps.items()):
-        if entity not in specs or not ids:
-            continue
-        spec, describe = specs[entity]
-        rows = client.rest.retrieve(entity, sorted(ids), describe.field_names)
-        if not rows.records:
-            continue  # purged: nothing left to read
-        frame = rest_frame(rows.records, describe, rows.observed_at_ms)
-        changes = pl.from_arrow(snapshot_batch(spec, frame, source="rest"))
-        assert isinstance(changes, pl.DataFrame)
-        for (day,), part in changes.group_by("change_date", maintain_order=True):
-            ref = BatchRef("cdc", entity, day, f"rest-{slug}-{tag}")
-            manifests.append(
-                landing.write_batch(
-                    ref, part, {"source": "rest", "topic": channel, "repair_of": "gap events"}
-                )
-            )
-    return manifests
 
 
 @dataclass(frozen=True)
@@ -286,7 +231,7 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
     ) -> dg.SensorResult:
         from resources.salesforce.errors import ReplayIdExpiredError
         from resources.salesforce.pubsub import ReplayPolicy
-        from resources.salesforce.to_changes import land_cdc
+        from resources.salesforce.to_changes import land_cdc, land_rest_snapshots
 
         cur = _load_cursor(context.cursor)
         store = landing.store()
@@ -344,7 +289,9 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
                     if rows
                     else f"{int(now_s)}"
                 )
-                manifests += _land_repairs(client, store, group.channel, result.gaps, specs, tag)
+                manifests += land_rest_snapshots(
+                    client, store, group.channel, result.gaps, specs, tag, "gap events"
+                )
                 context.log.info(
                     "%s: REST repair of gap events for %s",
                     group.channel,

@@ -205,6 +205,77 @@ def _land_fill(
     return result.manifests
 
 
+# Change types that carry a whole record; UPDATE and DELETE events carry only what changed.
+WHOLE_CHANGES = ("SNAPSHOT", "CREATE", "UNDELETE")
+PARTIAL_CHANGES = ("UPDATE", "DELETE")
+IN_LIST_CHUNK = 1000
+
+
+def _land_incomplete(
+    client: Any,
+    landing: Any,
+    warehouse: Any,
+    obj: SObjectConfig,
+    spec: Any,
+    describe: Any,
+    manifests: list[Any],
+) -> list[Any]:
+    """REST snapshots of the records these micro-batches change that were never read whole.
+
+    A CDC UPDATE carries only the changed fields. A record whose whole image never reached
+    raw (its last change fell in a backfill's read lag, or it changes faster than the lag
+    so every lagged Bulk window misses it) would keep null owner, name... in current. Such
+    records are re-read by Id (REST is not lagged) in the same run, so the apply gets them
+    whole. After the bootstrap nearly every changed record is known: no call at all.
+    """
+    import hashlib
+
+    from resources.salesforce.to_changes import land_rest_snapshots
+    from resources.warehouse import RECORD_ID_RE, qualified, quote
+
+    partial: set[str] = set()
+    whole: set[str] = set()
+    for manifest in manifests:
+        if manifest.kind == "backfill" or manifest.meta.get("source") == "rest":
+            continue
+        for index in range(len(manifest.parts)):
+            frame = batches.read_part(landing, manifest, index)
+            for kind, rid in zip(frame["change_type"], frame["record_id"], strict=True):
+                if kind in WHOLE_CHANGES:
+                    whole.add(rid)
+                elif kind in PARTIAL_CHANGES and RECORD_ID_RE.fullmatch(rid or ""):
+                    partial.add(rid)
+    candidates = sorted(partial - whole)
+    if not candidates:
+        return []
+    q = lambda n: quote(warehouse, n)  # noqa: E731
+    raw = qualified(warehouse, warehouse.schema_names.raw, spec.table)
+    kinds = ", ".join(f"'{k}'" for k in WHOLE_CHANGES)
+    seen: set[str] = set()
+    for start in range(0, len(candidates), IN_LIST_CHUNK):
+        ids = ", ".join(f"'{r}'" for r in candidates[start : start + IN_LIST_CHUNK])
+        seen |= {
+            row[0]
+            for row in warehouse.query(
+                f"SELECT DISTINCT {q('record_id')} FROM {raw} WHERE {q('record_id')} IN ({ids}) "
+                f"AND {q('change_type')} IN ({kinds})"
+            )
+        }
+    missing = set(candidates) - seen
+    if not missing:
+        return []
+    tag = hashlib.sha256(",".join(sorted(missing)).encode()).hexdigest()[:16]
+    return land_rest_snapshots(
+        client,
+        landing,
+        f"incomplete_{obj.key_name}",
+        {obj.name: missing},
+        {obj.name: (spec, describe)},
+        tag,
+        "records never read whole",
+    )
+
+
 def _manifests_for_run(
     context: dg.AssetExecutionContext,
     run: RawRunConfig,
@@ -318,6 +389,12 @@ def build_object_assets(
             )
             fills = _land_fill(client, landing, obj.name, describe, to_fill)
             manifests = fills + manifests
+            repairs = []
+            if config.landing_batches:
+                repairs = _land_incomplete(
+                    client, landing, warehouse, obj, spec, describe, manifests
+                )
+                manifests = manifests + repairs
             totals = {"parts": 0, "rows_landed": 0, "rows_appended": 0, "rows_quarantined": 0}
             reasons: dict[str, int] = {}
             rejected: list[str] = []
@@ -397,6 +474,7 @@ def build_object_assets(
             "schema_added_fields": ", ".join(synced.change.added),
             "schema_removed_fields": ", ".join(synced.change.removed),
             "schema_filled_fields": ", ".join(to_fill),
+            "records_reread_whole": sum(m.rows for m in repairs),
         }
         if replays:
             metadata["replay_id_first"] = min(r[0] for r in replays)

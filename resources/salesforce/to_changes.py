@@ -185,3 +185,55 @@ def land_cdc(
                 )
             )
     return manifests
+
+
+def rest_frame(records: list[dict[str, Any]], describe: Any, observed_ms: int) -> pl.DataFrame:
+    """REST records -> the typed frame a Bulk page would give (same typing code)."""
+    from resources.salesforce.csv_types import read_page, schema_for
+
+    names = describe.field_names
+    text = {
+        n: [
+            ""
+            if r.get(n) is None
+            else ("true" if r[n] is True else "false" if r[n] is False else str(r[n]))
+            for r in records
+        ]
+        for n in names
+    }
+    frame = read_page(pl.DataFrame(text).write_csv().encode(), schema_for(describe, names))
+    return frame.with_columns(pl.lit(observed_ms, dtype=pl.Int64).alias(OBSERVED_AT))
+
+
+def land_rest_snapshots(
+    client: Any,
+    landing: LandingStore,
+    topic: str,
+    ids_by_object: Mapping[str, set[str]],
+    specs: Mapping[str, tuple[Any, Any]],
+    tag: str,
+    reason: str,
+) -> list[Manifest]:
+    """Re-read records by Id over REST and land them as `rest` snapshot micro-batches
+    (gap events; records CDC changed before a whole image of them was ever read).
+
+    `specs`: object -> (engine spec, describe). Purged records come back empty and are
+    skipped. Named by `topic` and `tag`, so landing the same repair twice is a no-op.
+    """
+    manifests = []
+    slug = topic.strip("/").replace("/", "_").replace("__", "_")
+    for entity, ids in sorted(ids_by_object.items()):
+        if entity not in specs or not ids:
+            continue
+        spec, describe = specs[entity]
+        rows = client.rest.retrieve(entity, sorted(ids), describe.field_names)
+        if not rows.records:
+            continue  # purged: nothing left to read
+        frame = rest_frame(rows.records, describe, rows.observed_at_ms)
+        changes = pl.from_arrow(snapshot_batch(spec, frame, source="rest"))
+        assert isinstance(changes, pl.DataFrame)
+        for (day,), part in changes.group_by("change_date", maintain_order=True):
+            ref = BatchRef("cdc", entity, day, f"rest-{slug}-{tag}")
+            meta = {"source": "rest", "topic": topic, "repair_of": reason}
+            manifests.append(landing.write_batch(ref, part, meta))
+    return manifests

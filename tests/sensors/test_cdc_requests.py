@@ -29,7 +29,7 @@ REVENUE = ("Account", "Opportunity", "OpportunityLineItem")
 def manifest(
     name: str, day: dt.date, batch_id: str, source: str | None = "cdc", kind: str = "cdc"
 ) -> Manifest:
-    """A committed micro-batch as `land_cdc` / `_land_repairs` return it."""
+    """A committed micro-batch as `land_cdc` / `land_rest_snapshots` return it."""
     meta = {"topic": "/data/RevenueChannel__chn"}
     if source is not None:
         meta["source"] = source
