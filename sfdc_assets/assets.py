@@ -50,7 +50,9 @@ DESCRIBE_CHECKPOINT = "describe/{name}"
 # (DESIGN §5): written before the column is added, cleared once the fill is in raw.
 FILL_CHECKPOINT = "fill/{name}"
 FILL_META = "fill_fields"
-FILL_LOOKAHEAD = dt.timedelta(seconds=1)
+# The fill reads every row: the reader takes a window, so its end lies two days ahead of
+# the client's estimate of the org's clock (a lower bound, up to seconds behind).
+FILL_LOOKAHEAD = dt.timedelta(days=2)
 
 
 def asset_key(layer: str, obj: SObjectConfig | str) -> dg.AssetKey:
@@ -195,8 +197,7 @@ def _land_fill(
         return []
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
     # No read lag: a fill's version sorts below every real change, so reading the newest
-    # state cannot undo one, and the lag would leave recently modified rows unfilled. The
-    # look-ahead takes in rows stamped in the current second too.
+    # state cannot undo one, and the lag would leave recently modified rows unfilled.
     reader = client.bulk(landing, BulkOptions(lag=-FILL_LOOKAHEAD))
     names = ["Id", "SystemModstamp", *fields]
     result = reader.backfill(
