@@ -67,6 +67,9 @@ def test_demo_serves_the_emulator_and_loads_the_code_location_then_stops_cleanly
             if answer and answer["data"]["repositoriesOrError"].get("nodes"):
                 break
             time.sleep(1)
+        if proc.poll() is not None:
+            early = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"the demo exited with code {proc.returncode}:\n{early[-4000:]}")
         assert answer is not None, "dagster dev never answered GraphQL"
         assert answer["data"]["repositoriesOrError"]["nodes"], answer
 
@@ -81,7 +84,7 @@ def test_demo_serves_the_emulator_and_loads_the_code_location_then_stops_cleanly
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=60)
+            out, _ = proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
