@@ -100,24 +100,11 @@ def _exact_rows(spec: Any, frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
 def snapshot_batch(
     spec: Any, frame: pl.DataFrame, *, source: str = "bulk", batch_id: str | None = None
 ) -> pa.Table:
-    """Change rows from a landed Bulk chunk (or REST rows as a frame) carrying R."""
-    from sync_engine.changes import build_batch, snapshot_change
+    """Change rows from a landed Bulk chunk (or REST rows as a frame) carrying R: one
+    ``changes.snapshot_change`` per row, built column at a time (``sync_engine.snapshots``)."""
+    from sync_engine.snapshots import snapshot_changes
 
-    out = []
-    for rec in _exact_rows(spec, frame):
-        observed = _EPOCH + dt.timedelta(milliseconds=int(rec[OBSERVED_AT]))
-        out.append(
-            snapshot_change(
-                spec,
-                record_id=rec["Id"],
-                values=rec,
-                system_modstamp=rec["SystemModstamp"],
-                read_started_at=observed,
-                is_deleted=bool(rec.get("IsDeleted")),
-                source=source,
-            )
-        )
-    return build_batch(spec, out, batch_id)
+    return snapshot_changes(spec, frame, observed_ms=OBSERVED_AT, source=source, batch_id=batch_id)
 
 
 def fill_batch(

@@ -1,0 +1,258 @@
+"""Snapshot change batches from a typed frame, column at a time.
+
+`snapshot_changes` gives, for a frame of Bulk/REST rows, exactly the batch that
+`changes.build_batch` of one `changes.snapshot_change` per row gives (same change ids,
+versions, payload text, typed columns), without a Python object per row: a backfill lands
+millions of rows, and the per-row builder costs ~0.2 ms a row. `snapshot_change` stays the
+definition; `tests/sync_engine/test_snapshots.py` property-tests the two against each other.
+
+The two JSON texts per row (the content hash's body and `payload`) are `json.dumps(...,
+sort_keys=True)` of the canonical values (`changes._canonical`), built here with string
+expressions: strings are escaped as `json.dumps` escapes them (ASCII output), values with
+characters outside printable ASCII go through `json.dumps` itself, one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from sync_engine.changes import EPOCH, _canonical, batch_schema
+from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
+
+_MS_LIMIT = 10**15  # changes._MS_WIDTH digits
+_DECIMAL_TYPES = ("currency", "double", "percent")
+_PRINTABLE_ASCII = r"^[ -~]*$"
+
+
+def _sha256_hex(texts: pl.Series) -> pl.Series:
+    # hashlib in a comprehension: ~1 us a row, as fast as DuckDB's sha256 on 2 cores.
+    return pl.Series(
+        texts.name,
+        [hashlib.sha256(t.encode()).hexdigest() for t in texts.to_list()],
+        dtype=pl.String,
+    )
+
+
+def _json_string(values: pl.Series) -> pl.Series:
+    """`json.dumps(value)` of each string (null stays null)."""
+    quoted = (
+        '"'
+        + values.str.replace_all("\\", "\\\\", literal=True).str.replace_all(
+            '"', '\\"', literal=True
+        )
+        + '"'
+    )
+    plain = values.str.contains(_PRINTABLE_ASCII)
+    others = (~plain).fill_null(False)
+    if others.any():
+        idx = others.arg_true()
+        exact = pl.Series([json.dumps(v) for v in values.filter(others)], dtype=pl.String)
+        quoted = quoted.scatter(idx, exact)
+    return quoted
+
+
+def _canonical_decimal(values: pl.Series) -> pl.Series:
+    """`format(d.normalize(), "f")` of each decimal: trailing fraction zeros dropped."""
+    text = values.cast(pl.String)
+    return (
+        pl.when(text.str.contains(".", literal=True))
+        .then(text.str.replace(r"0+$", "").str.replace(r"\.$", ""))
+        .otherwise(text)
+    )
+
+
+def _iso(values: pl.Series) -> pl.Series:
+    """`datetime.isoformat()` / `date.isoformat()` of each value."""
+    dtype = values.dtype
+    if dtype == pl.Date:
+        return values.dt.strftime("%Y-%m-%d")
+    assert isinstance(dtype, pl.Datetime)
+    suffix = "" if dtype.time_zone is None else "%:z"
+    whole = values.dt.strftime(f"%Y-%m-%dT%H:%M:%S{suffix}")
+    fraction = values.dt.strftime(f"%Y-%m-%dT%H:%M:%S%.6f{suffix}")
+    return pl.select(
+        pl.when(values.dt.microsecond() == 0).then(whole).otherwise(fraction)
+    ).to_series()
+
+
+def _json_values(values: pl.Series) -> pl.Series:
+    """The JSON text of each canonical value, `null` for null."""
+    dtype = values.dtype
+    if dtype == pl.String:
+        out = _json_string(values)
+    elif dtype == pl.Boolean:
+        out = values.replace_strict({True: "true", False: "false"}, return_dtype=pl.String)
+    elif dtype.is_integer():
+        out = values.cast(pl.String)
+    elif isinstance(dtype, pl.Decimal):
+        out = '"' + pl.select(_canonical_decimal(values)).to_series() + '"'
+    elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        out = '"' + _iso(values) + '"'
+    elif dtype == pl.Null:
+        out = pl.Series(values.name, [None] * len(values), dtype=pl.String)
+    else:  # floats outside the spec, times, nested: rare in a Bulk frame, so Python's
+        out = pl.Series(
+            [None if v is None else json.dumps(_canonical(v), default=str) for v in values],
+            dtype=pl.String,
+        )
+    return out.fill_null("null").alias(values.name)
+
+
+def _json_objects(columns: dict[str, pl.Series], height: int) -> pl.Series:
+    """`json.dumps({name: value, ...}, sort_keys=True)` per row, from JSON value texts."""
+    if not columns:
+        return pl.Series(["{}"] * height, dtype=pl.String)
+    parts: list[pl.Expr] = []
+    for i, name in enumerate(sorted(columns)):
+        key = ("{" if i == 0 else ", ") + json.dumps(name) + ": "
+        parts += [pl.lit(key), pl.lit(columns[name])]
+    parts.append(pl.lit("}"))
+    return pl.select(pl.concat_str(parts)).to_series()
+
+
+def _exact_decimals(
+    spec: ObjectSpec, frame: pl.DataFrame
+) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """Float columns of decimal fields as `Decimal(repr(x)).quantize(scale)`, as the
+    per-row path does, through each column's distinct values (few for percentages); and
+    their canonical JSON texts, from the same Decimals (`-0` stays `-0`, as there)."""
+    columns, texts = [], {}
+    for f in spec.fields:
+        if f.sf_type.lower() not in _DECIMAL_TYPES or f.name not in frame.columns:
+            continue
+        column = frame[f.name]
+        if not column.dtype.is_float():
+            continue
+        scale = 2 if f.scale is None else int(f.scale)
+        q = Decimal(1).scaleb(-scale)
+        exact = {v: Decimal(repr(v)).quantize(q) for v in column.drop_nulls().unique()}
+        columns.append(
+            column.replace_strict(exact, default=None, return_dtype=pl.Decimal(38, scale))
+        )
+        text = {v: json.dumps(_canonical(d)) for v, d in exact.items()}
+        texts[f.name] = column.replace_strict(text, default="null", return_dtype=pl.String)
+    return (frame.with_columns(columns) if columns else frame), texts
+
+
+def snapshot_changes(
+    spec: ObjectSpec,
+    frame: pl.DataFrame,
+    *,
+    observed_ms: str,
+    source: str = "bulk",
+    batch_id: str | None = None,
+) -> pa.Table:
+    """The change batch of snapshot rows (`changes.snapshot_change` per row, vectorised).
+
+    `frame` holds one row per record read, with the object's fields under their API names
+    (`Id` and `SystemModstamp` required) and `observed_ms`, the column with the read's
+    start R in epoch ms. Every column goes into `payload`, as with the per-row builder.
+    """
+    if source not in ("bulk", "rest"):
+        raise ValueError(f"snapshot source must be bulk or rest, not {source!r}")
+    missing = [c for c in ("Id", "SystemModstamp", observed_ms) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{spec.name} snapshot rows lack columns {missing}")
+    schema = batch_schema(spec)
+    if frame.height == 0:
+        return schema.empty_table()
+    if frame["SystemModstamp"].null_count() or frame["Id"].null_count():
+        raise ValueError(
+            f"{spec.name} snapshot rows without Id or SystemModstamp: a snapshot's version "
+            "comes from SystemModstamp; re-read the object with both fields selected"
+        )
+    frame, exact_texts = _exact_decimals(spec, frame)
+    height = frame.height
+    is_deleted = (
+        frame[IS_DELETED_FIELD].fill_null(False).cast(pl.Boolean)
+        if IS_DELETED_FIELD in frame.columns
+        else pl.Series([False] * height)
+    )
+    encoded = {
+        name: exact_texts[name] if name in exact_texts else _json_values(frame[name])
+        for name in frame.columns
+    }
+    null_text = pl.Series(["null"] * height, dtype=pl.String)
+    body = {f.name: encoded.get(f.name, null_text) for f in spec.fields}
+    body[IS_DELETED_FIELD] = _json_values(is_deleted)
+    content_hash = _sha256_hex(_json_objects(body, height))
+    payload = _json_objects(encoded, height)
+
+    stamp = frame["SystemModstamp"]
+    if isinstance(stamp.dtype, pl.Datetime) and stamp.dtype.time_zone is not None:
+        stamp = stamp.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    stamp_ms = stamp.dt.epoch("ms")
+    second = stamp_ms // 1000 * 1000
+    vms = pl.select(
+        pl.min_horizontal(
+            pl.max_horizontal(pl.lit(frame[observed_ms].cast(pl.Int64)) - 1, pl.lit(second)),
+            pl.lit(second) + 999,
+        )
+    ).to_series()
+    if vms.min() < 0 or vms.max() >= _MS_LIMIT:  # type: ignore[operator]
+        raise ValueError("version timestamp outside the supported range")
+    ids = frame["Id"].cast(pl.String)
+    change_id = _sha256_hex(
+        pl.select(
+            pl.concat_str(
+                [
+                    pl.lit("snapshot"),
+                    pl.lit(ids),
+                    pl.lit(vms.cast(pl.String)),
+                    pl.lit(content_hash),
+                ],
+                separator="\x1f",
+            )
+        ).to_series()
+    ).str.slice(0, 32)
+    version = pl.select(
+        pl.concat_str(
+            [
+                pl.lit(vms.cast(pl.String)).str.zfill(15),
+                pl.lit("1"),
+                pl.lit(content_hash).str.slice(0, 16),
+                pl.lit(change_id).str.slice(0, 8),
+            ]
+        )
+    ).to_series()
+    version_ts = pl.select(
+        pl.lit(EPOCH, dtype=pl.Datetime("us")) + pl.duration(milliseconds=pl.lit(vms))
+    ).to_series()
+    set_fields = [f.name for f in spec.fields] + [IS_DELETED_FIELD]
+    meta: dict[str, Any] = {
+        "change_id": change_id,
+        "record_id": ids,
+        "source": pl.Series([source] * height, dtype=pl.String),
+        "change_type": pl.Series(["SNAPSHOT"] * height, dtype=pl.String),
+        "version": version,
+        "version_ts": version_ts,
+        "system_modstamp": stamp,
+        "set_fields": pl.Series([set_fields], dtype=pl.List(pl.String)).new_from_index(0, height),
+        "payload": payload,
+        "change_date": version_ts.dt.date(),
+        IS_DELETED_COLUMN: is_deleted,
+    }
+    if batch_id is not None:
+        meta["batch_id"] = pl.Series([batch_id] * height, dtype=pl.String)
+    arrays = []
+    for field in schema:
+        if field.name in meta:
+            column = meta[field.name]
+        else:
+            column = None
+            for f in spec.fields:
+                if f.column == field.name and f.name in frame.columns:
+                    column = frame[f.name]
+        if column is None:
+            arrays.append(pa.nulls(height, field.type))
+            continue
+        if isinstance(column.dtype, pl.Datetime) and column.dtype.time_zone is not None:
+            column = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        arrays.append(column.to_arrow().cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
