@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint test test-fast demo proto bench-engine bench-emulator bench-extraction bench-latency clean
+.PHONY: help setup lint test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -51,6 +51,9 @@ bench-latency: setup
 
 bench-engine: setup
 	$(PY) -m bench.engine
+
+bench-backfill: setup
+	$(PY) -m bench.backfill
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
