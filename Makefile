@@ -52,8 +52,10 @@ bench-latency: setup
 bench-engine: setup
 	$(PY) -m bench.engine
 
+# Also measures Postgres run storage when BENCH_POSTGRES_URL names a server (docs/operations.md).
 bench-backfill: setup
-	$(PY) -m bench.backfill
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	$(PY) -m bench.backfill $(if $(BENCH_POSTGRES_URL),--postgres-url $(BENCH_POSTGRES_URL))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -8,7 +8,9 @@ Dagster instance on disk (SQLite, the local default) and a fresh DuckDB file and
 folder each run. It reports rows/s from run start to the last event, peak RSS of this
 process (the run) and of the emulator, and where the time goes per step: the step's work
 (Bulk extraction, landing, validation, raw append; or the apply) versus Dagster writing
-its per-partition events after the work is done.
+its per-partition events after the work is done. With ``--postgres-url`` every repeat
+also runs on Postgres run storage with batched event writes (the production setting,
+docs/operations.md), alternating with SQLite.
 
 This is the number the project's backfill target is about (>= 250K rows/s end to end,
 < 1 GB); `bench.extraction` and `bench.engine` measure the two halves alone. Medians go
@@ -18,14 +20,17 @@ to docs/performance.md ("## End-to-end backfill" only).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 SECTION = "## End-to-end backfill (make bench-backfill)"
 # As `make demo`: partitions from where the emulator's ~2-year history starts.
 HISTORY_DAYS = 740
+# Events per write when batched (Postgres storage): a range run's materializations.
+EVENT_BATCH_SIZE = 500
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -89,7 +96,36 @@ def _step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str
     return out
 
 
-def one_run(info: Path, workdir: Path, emulator_pid: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _instance(run_dir: Path, postgres_url: str | None) -> Iterator[dg.DagsterInstance]:
+    """A fresh instance: SQLite in `run_dir`, or Postgres with batched event writes (the
+    production setting, docs/operations.md), wiped afterwards."""
+    if postgres_url is None:
+        with dg.instance_for_test(temp_dir=str(run_dir / "dagster_home")) as instance:
+            yield instance
+        return
+    storage = {"storage": {"postgres": {"postgres_url": postgres_url}}}
+    before = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(EVENT_BATCH_SIZE)
+    try:
+        with dg.instance_for_test(
+            temp_dir=str(run_dir / "dagster_home"), overrides=storage
+        ) as instance:
+            instance.wipe()
+            try:
+                yield instance
+            finally:
+                instance.wipe()
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+        else:
+            os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
+
+
+def one_run(
+    info: Path, workdir: Path, emulator_pid: int, postgres_url: str | None = None
+) -> dict[str, Any]:
     """One whole-range backfill of Task into a fresh warehouse and instance."""
     import duckdb
 
@@ -101,10 +137,7 @@ def one_run(info: Path, workdir: Path, emulator_pid: int) -> dict[str, Any]:
     partitions = assets[0].partitions_def
     first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     load = os.getloadavg()[0]
-    with (
-        dg.instance_for_test(temp_dir=str(run_dir / "dagster_home")) as instance,
-        RssSampler((emulator_pid,)) as rss,
-    ):
+    with _instance(run_dir, postgres_url) as instance, RssSampler((emulator_pid,)) as rss:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -125,6 +158,7 @@ def one_run(info: Path, workdir: Path, emulator_pid: int) -> dict[str, Any]:
         rows = con.execute("SELECT count(*) FROM sfdc.task").fetchone()[0]
         history = con.execute("SELECT count(*) FROM sfdc_history.task").fetchone()[0]
     run = {
+        "storage": "sqlite" if postgres_url is None else "postgres",
         "rows": rows,
         "history_rows": history,
         "partitions": partitions.get_num_partitions(),
@@ -148,50 +182,81 @@ def _step_median(runs: list[dict[str, Any]], step: str, part: str) -> float:
     return statistics.median(r["steps"].get(step, {}).get(part, 0.0) for r in runs)
 
 
-def render(runs: list[dict[str, Any]], header: str, command: str) -> str:
-    """The docs/performance.md section."""
-    first = runs[0]
-    work = sum(_step_median(runs, s, "work_s") for s in first["steps"])
+def render(by_storage: dict[str, list[dict[str, Any]]], header: str, command: str) -> str:
+    """The docs/performance.md section: one column per run storage."""
+    names = list(by_storage)
+    first = next(iter(by_storage.values()))[0]
+    steps = list(first["steps"])
+
+    def row(label: str, cell: Any) -> str:
+        return f"| {label} | " + " | ".join(cell(by_storage[n]) for n in names) + " |"
+
+    def work(runs: list[dict[str, Any]]) -> float:
+        return sum(_step_median(runs, step, "work_s") for step in steps)
+
+    def events(runs: list[dict[str, Any]]) -> float:
+        return sum(_step_median(runs, step, "events_s") for step in steps)
+
     lines = [
         f"Measured by `{command}` ({header}). The emulator runs in its own process; the run",
         "executes in the benchmark's process (in-process executor, as `make demo`'s runs),",
-        "with a Dagster instance on disk (SQLite) and a fresh DuckDB file each run.",
-        f"Partitions start {HISTORY_DAYS} days back, as in `make demo`.",
+        "with a fresh DuckDB file and landing folder each run. Partitions start",
+        f"{HISTORY_DAYS} days back, as in `make demo`. Storages alternate run by run.",
         "",
-        "| measure (median of runs) | value |",
-        "|---|---|",
-        f"| Task rows backfilled into current (scd2 rows) | {first['rows']:,} "
-        f"({first['history_rows']:,}) |",
-        f"| partitions in the range / Dagster events of the run | {first['partitions']:,} / "
-        f"{first['events']:,} |",
-        f"| wall time, run start to last event | {_median(runs, 'seconds'):.1f} s |",
-        f"| **rows/s end to end** | **{_median(runs, 'rows_per_s'):,.0f}** |",
-        f"| rows/s counting only the steps' work (no event writing) | {first['rows'] / work:,.0f} |"
-        if work
-        else "| steps' work | n/a |",
-        f"| peak RSS: run process / emulator | **{_median(runs, 'peak_rss_mb'):,.0f} MB** / "
-        f"{_median(runs, 'emulator_peak_rss_mb'):,.0f} MB |",
-        "| every run (rows/s) | " + ", ".join(f"{r['rows_per_s']:,.0f}" for r in runs) + " |",
-        "| 1-min load per run | " + ", ".join(f"{r['load']:.2f}" for r in runs) + " |",
+        "| measure (median of runs) | " + " | ".join(_STORAGE_LABELS[n] for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+        row("Task rows backfilled into current", lambda r: f"{r[0]['rows']:,}"),
+        row(
+            "partitions / Dagster events of the run",
+            lambda r: f"{r[0]['partitions']:,} / {r[0]['events']:,}",
+        ),
+        row("wall time, run start to last event", lambda r: f"{_median(r, 'seconds'):.1f} s"),
+        row("**rows/s end to end**", lambda r: f"**{_median(r, 'rows_per_s'):,.0f}**"),
+        row(
+            "the steps' work (extract, land, validate, append, apply)", lambda r: f"{work(r):.1f} s"
+        ),
+        row("rows/s of the steps' work alone", lambda r: f"{r[0]['rows'] / work(r):,.0f}"),
+        row("Dagster writing the per-partition events", lambda r: f"{events(r):.1f} s"),
+        row(
+            "peak RSS: run process / emulator",
+            lambda r: (
+                f"{_median(r, 'peak_rss_mb'):,.0f} / {_median(r, 'emulator_peak_rss_mb'):,.0f} MB"
+            ),
+        ),
+        row("every run (rows/s)", lambda r: ", ".join(f"{x['rows_per_s']:,.0f}" for x in r)),
+        row("1-min load per run", lambda r: ", ".join(f"{x['load']:.2f}" for x in r)),
         "",
-        "| step | work (s) | writing its events after the work (s) |",
-        "|---|---:|---:|",
+        "| step: work / events after it (s) | "
+        + " | ".join(_STORAGE_LABELS[n] for n in names)
+        + " |",
+        "|---|" + "---:|" * len(names),
     ]
-    for step in first["steps"]:
+    for step in steps:
         lines.append(
-            f"| `{step}` | {_step_median(runs, step, 'work_s'):.1f} | "
-            f"{_step_median(runs, step, 'events_s'):.1f} |"
+            row(
+                f"`{step}`",
+                lambda r, s=step: (
+                    f"{_step_median(r, s, 'work_s'):.1f} / {_step_median(r, s, 'events_s'):.1f}"
+                ),
+            )
         )
     lines += [
         "",
-        "Reading it: the raw step's work is the Bulk extraction (as `bench.extraction`, gzip",
-        "on), landing each page as Parquet, validating it (Pandera), writing the validated",
+        "Reading it: the raw step's work is the Bulk extraction (gzip on), landing each page",
+        "as Parquet, building change rows, validating them (Pandera), writing the validated",
         "part and appending it to raw; the current/scd2 step applies the validated parts",
-        "(`bench.engine` measures `apply_batch` alone). The events column is Dagster",
-        "writing one materialization per partition and asset after the step's work: it does",
-        "not grow with the rows, so its share falls as the object grows.",
+        "(`bench.engine` measures `apply_batch` alone). Dagster then writes one",
+        "materialization per partition and asset: a cost per object that does not grow",
+        "with its rows. Postgres with `DAGSTER_EVENT_BATCH_SIZE` writes them in batches",
+        "(docs/operations.md); SQLite writes each in its own transactions.",
     ]
     return "\n".join(lines)
+
+
+_STORAGE_LABELS = {
+    "sqlite": "SQLite instance (local default)",
+    "postgres": f"Postgres, DAGSTER_EVENT_BATCH_SIZE={EVENT_BATCH_SIZE}",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,41 +264,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--postgres-url",
+        help="also run on Postgres run storage, e.g. postgresql+psycopg2://user@host:5432/db "
+        "(its Dagster tables are wiped before and after each run)",
+    )
     parser.add_argument("--workdir", default=str(REPO / "bench" / "out" / "backfill"))
     parser.add_argument("--no-docs", action="store_true", help="do not touch performance.md")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("resources", "sfdc_assets", "sync_engine", "dagster"):
+    for noisy in ("resources", "sfdc_assets", "sync_engine", "dagster", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     workdir = Path(ns.workdir) / f"tasks-{ns.tasks}"
     workdir.mkdir(parents=True, exist_ok=True)
     header = machine()
+    storages: dict[str, str | None] = {"sqlite": None}
+    if ns.postgres_url:
+        storages["postgres"] = ns.postgres_url
     proc, info = start_emulator(workdir, ns.tasks)
-    runs = []
+    by_storage: dict[str, list[dict[str, Any]]] = {name: [] for name in storages}
     try:
         for i in range(ns.repeat):
-            with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-                run = one_run(info, Path(tmp), proc.pid)
-            runs.append(run)
-            log.info(
-                "run %d: %d rows in %.1f s = %.0f rows/s, peak RSS %.0f MB, steps %s",
-                i + 1,
-                run["rows"],
-                run["seconds"],
-                run["rows_per_s"],
-                run["peak_rss_mb"],
-                json.dumps(
-                    {k: {p: round(v, 1) for p, v in s.items()} for k, s in run["steps"].items()}
-                ),
-            )
+            for name, url in storages.items():
+                with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+                    run = one_run(info, Path(tmp), proc.pid, url)
+                by_storage[name].append(run)
+                log.info(
+                    "run %d %s: %d rows in %.1f s = %.0f rows/s, peak RSS %.0f MB, steps %s",
+                    i + 1,
+                    name,
+                    run["rows"],
+                    run["seconds"],
+                    run["rows_per_s"],
+                    run["peak_rss_mb"],
+                    json.dumps(
+                        {k: {p: round(v, 1) for p, v in s.items()} for k, s in run["steps"].items()}
+                    ),
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    (workdir / "results.json").write_text(json.dumps(runs, indent=2))
-    command = "python -m bench.backfill " + " ".join(argv if argv is not None else [])
+    (workdir / "results.json").write_text(json.dumps(by_storage, indent=2))
+    args = argv if argv is not None else sys.argv[1:]
+    # The database URL may carry credentials: the docs name only the storage.
+    shown = [a if not a.startswith("postgres") else "<url>" for a in args]
+    command = " ".join(["python -m bench.backfill", *shown])
     if not ns.no_docs:
-        replace_section(SECTION, render(runs, header, command.strip()))
+        replace_section(SECTION, render(by_storage, header, command))
     return 0
 
 
