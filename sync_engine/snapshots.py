@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from sync_engine.changes import EPOCH, _canonical, batch_schema
+from sync_engine.changes import EPOCH, FILL, FILL_MS, _canonical, batch_schema
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
 
 _MS_LIMIT = 10**15  # changes._MS_WIDTH digits
@@ -37,6 +38,13 @@ def _sha256_hex(texts: pl.Series) -> pl.Series:
         [hashlib.sha256(t.encode()).hexdigest() for t in texts.to_list()],
         dtype=pl.String,
     )
+
+
+def _change_id(kind: str, ids: pl.Series, ms: pl.Series, content_hash: pl.Series) -> pl.Series:
+    """`changes._sha(kind, record id, str(ms), content hash)[:32]` per row."""
+    parts = [pl.lit(kind), pl.lit(ids), pl.lit(ms.cast(pl.String)), pl.lit(content_hash)]
+    text = pl.select(pl.concat_str(parts, separator="\x1f")).to_series()
+    return _sha256_hex(text).str.slice(0, 32)
 
 
 def _json_string(values: pl.Series) -> pl.Series:
@@ -131,12 +139,13 @@ def _exact_decimals(
             continue
         scale = 2 if f.scale is None else int(f.scale)
         q = Decimal(1).scaleb(-scale)
-        exact = {v: Decimal(repr(v)).quantize(q) for v in column.drop_nulls().unique()}
-        columns.append(
-            column.replace_strict(exact, default=None, return_dtype=pl.Decimal(38, scale))
-        )
-        text = {v: json.dumps(_canonical(d)) for v, d in exact.items()}
-        texts[f.name] = column.replace_strict(text, default="null", return_dtype=pl.String)
+        # Keyed by polars' text of the float (shortest round trip, like repr): a float key
+        # would merge -0.0 with 0.0, which the per-row path keeps apart ("-0" vs "0").
+        keys = column.cast(pl.String)
+        exact = {k: Decimal(repr(float(k))).quantize(q) for k in keys.drop_nulls().unique()}
+        columns.append(keys.replace_strict(exact, default=None, return_dtype=pl.Decimal(38, scale)))
+        text = {k: json.dumps(_canonical(d)) for k, d in exact.items()}
+        texts[f.name] = keys.replace_strict(text, default="null", return_dtype=pl.String)
     return (frame.with_columns(columns) if columns else frame), texts
 
 
@@ -159,9 +168,8 @@ def snapshot_changes(
     missing = [c for c in ("Id", "SystemModstamp", observed_ms) if c not in frame.columns]
     if missing:
         raise ValueError(f"{spec.name} snapshot rows lack columns {missing}")
-    schema = batch_schema(spec)
     if frame.height == 0:
-        return schema.empty_table()
+        return batch_schema(spec).empty_table()
     if frame["SystemModstamp"].null_count() or frame["Id"].null_count():
         raise ValueError(
             f"{spec.name} snapshot rows without Id or SystemModstamp: a snapshot's version "
@@ -198,19 +206,7 @@ def snapshot_changes(
     if vms.min() < 0 or vms.max() >= _MS_LIMIT:  # type: ignore[operator]
         raise ValueError("version timestamp outside the supported range")
     ids = frame["Id"].cast(pl.String)
-    change_id = _sha256_hex(
-        pl.select(
-            pl.concat_str(
-                [
-                    pl.lit("snapshot"),
-                    pl.lit(ids),
-                    pl.lit(vms.cast(pl.String)),
-                    pl.lit(content_hash),
-                ],
-                separator="\x1f",
-            )
-        ).to_series()
-    ).str.slice(0, 32)
+    change_id = _change_id("snapshot", ids, vms, content_hash)
     version = pl.select(
         pl.concat_str(
             [
@@ -238,21 +234,97 @@ def snapshot_changes(
         "change_date": version_ts.dt.date(),
         IS_DELETED_COLUMN: is_deleted,
     }
+    return _assemble(spec, frame, meta, batch_id)
+
+
+def _assemble(
+    spec: ObjectSpec, frame: pl.DataFrame, meta: dict[str, Any], batch_id: str | None
+) -> pa.Table:
+    """The batch: `meta`'s columns, then the spec's fields taken from `frame` (null when
+    absent), cast to `batch_schema(spec)` as `build_batch` would."""
+    height = len(meta["change_id"])
     if batch_id is not None:
-        meta["batch_id"] = pl.Series([batch_id] * height, dtype=pl.String)
+        meta = {**meta, "batch_id": pl.Series([batch_id] * height, dtype=pl.String)}
+    by_column = {f.column: f.name for f in spec.fields if f.name in frame.columns}
     arrays = []
-    for field in schema:
+    for field in batch_schema(spec):
         if field.name in meta:
             column = meta[field.name]
+        elif field.name in by_column:
+            column = frame[by_column[field.name]]
         else:
-            column = None
-            for f in spec.fields:
-                if f.column == field.name and f.name in frame.columns:
-                    column = frame[f.name]
-        if column is None:
             arrays.append(pa.nulls(height, field.type))
             continue
         if isinstance(column.dtype, pl.Datetime) and column.dtype.time_zone is not None:
             column = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         arrays.append(column.to_arrow().cast(field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=batch_schema(spec))
+
+
+def fill_changes(
+    spec: ObjectSpec,
+    frame: pl.DataFrame,
+    fields: Sequence[str],
+    *,
+    observed_ms: str,
+    batch_id: str | None = None,
+) -> pa.Table:
+    """The change batch of a column-only read that fills `fields` (`changes.fill_change`
+    per row, vectorised): `frame` holds `Id`, the fields, optionally `SystemModstamp`, and
+    `observed_ms` (the read's start R, epoch ms)."""
+    known = {f.name for f in spec.fields}
+    unknown = [n for n in fields if n not in known]
+    if unknown or not fields:
+        raise ValueError(f"{spec.name} fill must name known fields, not {list(fields)}")
+    missing = [c for c in ("Id", observed_ms) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{spec.name} fill rows lack columns {missing}")
+    if frame.height == 0:
+        return batch_schema(spec).empty_table()
+    frame, exact_texts = _exact_decimals(spec, frame)
+    height = frame.height
+    null_text = pl.Series(["null"] * height, dtype=pl.String)
+    body = {
+        n: exact_texts[n]
+        if n in exact_texts
+        else (_json_values(frame[n]) if n in frame.columns else null_text)
+        for n in fields
+    }
+    text = _json_objects(body, height)
+    content_hash = _sha256_hex(("FILL\x1f" + text).alias("body"))
+    read_ms = frame[observed_ms].cast(pl.Int64)
+    if read_ms.null_count() or read_ms.min() < 0 or read_ms.max() >= _MS_LIMIT:  # type: ignore[operator]
+        raise ValueError(f"{spec.name} fill rows with a read start outside the supported range")
+    ids = frame["Id"].cast(pl.String)
+    change_id = _change_id(FILL, ids, read_ms, content_hash)
+    version = pl.select(
+        pl.concat_str(
+            [
+                pl.lit(f"{FILL_MS:015d}1"),
+                pl.lit(read_ms.cast(pl.String)).str.zfill(16),
+                pl.lit(change_id).str.slice(0, 8),
+            ]
+        )
+    ).to_series()
+    stamp = (
+        frame["SystemModstamp"]
+        if "SystemModstamp" in frame.columns
+        else pl.Series([None] * height, dtype=pl.Datetime("us"))
+    )
+    epoch = pl.Series([EPOCH] * height, dtype=pl.Datetime("us"))
+    meta: dict[str, Any] = {
+        "change_id": change_id,
+        "record_id": ids,
+        "source": pl.Series(["bulk"] * height, dtype=pl.String),
+        "change_type": pl.Series([FILL] * height, dtype=pl.String),
+        "version": version,
+        "version_ts": epoch,
+        "system_modstamp": stamp,
+        "set_fields": pl.Series([sorted(fields)], dtype=pl.List(pl.String)).new_from_index(
+            0, height
+        ),
+        "payload": text,
+        "change_date": epoch.dt.date(),
+    }
+    filled = frame.select([n for n in fields if n in frame.columns])
+    return _assemble(spec, filled, meta, batch_id)

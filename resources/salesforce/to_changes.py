@@ -111,22 +111,11 @@ def fill_batch(
     spec: Any, frame: pl.DataFrame, fields: Sequence[str], *, batch_id: str | None = None
 ) -> pa.Table:
     """Fill changes from a landed column-only Bulk chunk (``Id``, ``SystemModstamp`` and
-    the fields to fill, carrying R): each sets only ``fields`` (``changes.fill_change``)."""
-    from sync_engine.changes import build_batch, fill_change
+    the fields to fill, carrying R): each sets only ``fields`` (``changes.fill_change`` per
+    row, built column at a time by ``sync_engine.snapshots``)."""
+    from sync_engine.snapshots import fill_changes
 
-    out = []
-    for rec in _exact_rows(spec, frame):
-        out.append(
-            fill_change(
-                spec,
-                record_id=rec["Id"],
-                fields=fields,
-                values=rec,
-                read_started_at=_EPOCH + dt.timedelta(milliseconds=int(rec[OBSERVED_AT])),
-                system_modstamp=rec.get("SystemModstamp"),
-            )
-        )
-    return build_batch(spec, out, batch_id)
+    return fill_changes(spec, frame, fields, observed_ms=OBSERVED_AT, batch_id=batch_id)
 
 
 def land_cdc(

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resources.salesforce.to_changes import _exact_rows
-from sync_engine.changes import EPOCH, build_batch, snapshot_change
-from sync_engine.snapshots import snapshot_changes
+from sync_engine.changes import EPOCH, build_batch, fill_change, snapshot_change
+from sync_engine.snapshots import fill_changes, snapshot_changes
 from sync_engine.spec import ObjectSpec
 
 OBSERVED = "_observed_at_ms"
@@ -61,7 +61,9 @@ def frames(draw: st.DrawFn) -> pl.DataFrame:
         (s - EPOCH) // dt.timedelta(milliseconds=1) + d for s, d in zip(stamps, lag, strict=True)
     ]
     decimals = st.decimals(-(10**9), 10**9, places=2, allow_nan=False)
-    floats = st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.5, 1.5, 12.5, 0.125])
+    floats = st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from(
+        [0.5, 1.5, 12.5, 0.125, 0.0, -0.0, -0.4]
+    )
     data = {
         "Id": [f"a0X{i:015d}" for i in range(n)],
         "Name": column(TEXT),
@@ -132,6 +134,42 @@ def test_the_vectorised_batch_equals_the_per_row_definition(
     assert got.schema == want.schema
     for name in want.column_names:
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+FILLABLE = ["Name", "Amount", "Probability", "CloseDate", "LastActivity__c", "NotLanded__c"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=frames(), data=st.data())
+def test_the_vectorised_fill_equals_the_per_row_definition(
+    frame: pl.DataFrame, data: st.DataObject
+) -> None:
+    fields = data.draw(st.lists(st.sampled_from(FILLABLE), min_size=1, max_size=4, unique=True))
+    landed = frame.select(
+        ["Id", "SystemModstamp", OBSERVED, *(f for f in fields if f in frame.columns)]
+    )
+    rows = [
+        fill_change(
+            SPEC,
+            record_id=rec["Id"],
+            fields=fields,
+            values=rec,
+            read_started_at=EPOCH + dt.timedelta(milliseconds=int(rec[OBSERVED])),
+            system_modstamp=rec.get("SystemModstamp"),
+        )
+        for rec in _exact_rows(SPEC, landed)
+    ]
+    want = build_batch(SPEC, rows, "b1")
+    got = fill_changes(SPEC, landed, fields, observed_ms=OBSERVED, batch_id="b1")
+    assert got.schema == want.schema
+    for name in want.column_names:
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+def test_a_fill_of_unknown_fields_is_refused() -> None:
+    frame = pl.DataFrame({"Id": ["a0X000000000000001"], OBSERVED: [1]})
+    with pytest.raises(ValueError, match="known fields"):
+        fill_changes(SPEC, frame, ["Nope__c"], observed_ms=OBSERVED)
 
 
 def test_decimal_ties_round_half_even_as_the_definition_does() -> None:
