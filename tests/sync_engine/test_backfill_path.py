@@ -200,3 +200,21 @@ def test_snowflake_sql_takes_the_same_new_record_path_and_chunks(monkeypatch):
             snow = read_current(wh), read_history(wh)
     assert [r.inserted for r in results] == [3, 4]
     assert snow == (read_current(duck), read_history(duck))
+
+
+def test_a_big_write_checkpoints_the_duckdb_file_and_a_small_one_does_not(tmp_path, monkeypatch):
+    # Rows of a commit below a row group wait in memory and the WAL for a checkpoint.
+    monkeypatch.setattr(apply_mod, "CHECKPOINT_ROWS", 6)
+    path = str(tmp_path / "w.duckdb")
+    wal = tmp_path / "w.duckdb.wal"
+    wh = fresh_duckdb(path)
+    wh.execute("CHECKPOINT")
+    apply_batch(wh, SPEC, build_batch(SPEC, _backfill(0, 1)))  # 3 rows written
+    assert wal.exists() and wal.stat().st_size > 0
+    apply_batch(wh, SPEC, build_batch(SPEC, _backfill(1, 2)))  # 6 rows written
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert apply_mod.append_raw(wh, SPEC, build_batch(SPEC, _backfill(3, 5))) == 5
+    assert wal.exists() and wal.stat().st_size > 0
+    assert apply_mod.append_raw(wh, SPEC, build_batch(SPEC, _backfill(8, 6))) == 6
+    assert not wal.exists() or wal.stat().st_size == 0
+    wh.close()
