@@ -19,6 +19,7 @@ raw changes after the scd2 anchor (see docs/engine.md).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -247,9 +248,13 @@ def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, 
         )
 
 
+# The deduped chunk every statement after the stage reads (a temp table or an Arrow view).
+BATCH_TABLE = "sfdc_tmp_batch"
+
+
 @dataclass
 class _Staged:
-    """A chunk loaded into `sfdc_tmp_batch` (deduped by change_id), and its day range."""
+    """A chunk staged as `sfdc_tmp_batch` (deduped by change_id), and its day range."""
 
     batch_id: str
     rows: int
@@ -257,32 +262,40 @@ class _Staged:
     dmax: dt.date
 
 
-def _stage_chunk(
+@contextlib.contextmanager
+def _staged_chunk(
     warehouse: Warehouse,
     spec: ObjectSpec,
     chunk: Batch,
     chunk_id: str,
     unique: bool,
     now: dt.datetime,
-) -> _Staged:
-    """Stage one chunk, deduped by change_id, in `sfdc_tmp_batch`."""
+) -> Iterator[_Staged]:
+    """Stage one chunk, deduped by change_id, as `sfdc_tmp_batch`, for the `with` block.
+
+    A chunk of distinct change_ids (the usual case) on DuckDB is not loaded at all: the
+    statements scan its Arrow buffers in place (a 1M-row backfill spent ~1.2 s copying
+    them into a temp table, then read them once for raw and once for the apply table).
+    """
     sql = sql_for(warehouse)
-    chunk = _conformed(spec, chunk)
-    stage = _stage(spec, chunk, chunk_id, now, warehouse.dialect)
-    staged = _Staged(
-        chunk_id,
-        chunk.num_rows,
-        pc.min(chunk.column("change_date")).as_py(),
-        pc.max(chunk.column("change_date")).as_py(),
-    )
+    stage = _stage(spec, _conformed(spec, chunk), chunk_id, now, warehouse.dialect)
+    days = stage.column("change_date")
+    staged = _Staged(chunk_id, stage.num_rows, pc.min(days).as_py(), pc.max(days).as_py())
+    if unique and warehouse.register_arrow(BATCH_TABLE, stage):
+        try:
+            yield staged
+        finally:
+            warehouse.unregister_arrow(BATCH_TABLE)
+        return
     if unique:
-        # Already one row per change_id (the usual case): load it as the deduped batch and
-        # skip dedupe_batch's window over it (~1 s for a 1M-row batch).
-        warehouse.load_temp_table("sfdc_tmp_batch", sql.stage_ddl(spec), stage)
-        return staged
-    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
-    warehouse.execute(sql.dedupe_batch())
-    return staged
+        # Already one row per change_id: load it as the deduped batch and skip
+        # dedupe_batch's window over it (~1 s for a 1M-row batch).
+        warehouse.load_temp_table(BATCH_TABLE, sql.stage_ddl(spec), stage)
+    else:
+        warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
+        warehouse.execute(sql.dedupe_batch())
+    del stage, days  # loaded: memory follows the temp table, not this copy
+    yield staged
 
 
 def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserted: int) -> bool:
@@ -293,7 +306,7 @@ def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserte
     sql = sql_for(warehouse)
     if inserted <= 0:
         return False
-    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q('sfdc_tmp_batch')}")[0][0]
+    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q(BATCH_TABLE)}")[0][0]
     if rows != inserted:
         return False
     log_table = sql.t(warehouse.schema_names.meta, "load_log")
@@ -345,10 +358,10 @@ def append_raw(
     sql = sql_for(warehouse)
     inserted = 0
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS):
-        staged = _stage_chunk(warehouse, spec, chunk, chunk_id, unique, now)
-        added = warehouse.execute(
-            sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax)
-        )
+        with _staged_chunk(warehouse, spec, chunk, chunk_id, unique, now) as staged:
+            added = warehouse.execute(
+                sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax)
+            )
         _checkpoint_if_big(warehouse, added)
         inserted += added
     return inserted
@@ -404,16 +417,16 @@ def _apply_chunk(
     """apply_batch for one chunk of whole records: stage, raw, fold, one write transaction."""
     sql = sql_for(warehouse)
     s = warehouse.schema_names
-    staged = _stage_chunk(warehouse, spec, chunk, batch_id, unique, now)
-    dmin, dmax = staged.dmin, staged.dmax
-    result = ApplyResult(batch_id=batch_id, changes=staged.rows)
-    result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
-    _after_raw_append()
-
-    if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
-        warehouse.execute(sql.select_all_to_apply(spec))
-    else:
-        warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
+    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now) as staged:
+        dmin, dmax = staged.dmin, staged.dmax
+        result = ApplyResult(batch_id=batch_id, changes=staged.rows)
+        result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
+        _after_raw_append()
+        if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
+            warehouse.execute(sql.select_all_to_apply(spec))
+        else:
+            warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
+    # Everything after reads the apply table, not the staged chunk.
     warehouse.execute(sql.touched())
     tmp = sql.q
     result.records, result.applied = warehouse.query(

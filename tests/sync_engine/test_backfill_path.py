@@ -218,3 +218,18 @@ def test_a_big_write_checkpoints_the_duckdb_file_and_a_small_one_does_not(tmp_pa
     assert apply_mod.append_raw(wh, SPEC, build_batch(SPEC, _backfill(8, 6))) == 6
     assert not wal.exists() or wal.stat().st_size == 0
     wh.close()
+
+
+def test_arrow_scanned_and_loaded_batches_alternate_and_a_failed_one_leaves_no_view(duck):
+    # Distinct change ids: DuckDB scans the chunk in place; duplicates: loaded and deduped.
+    unique = build_batch(SPEC, _backfill(0, 2))
+    duplicated = build_batch(SPEC, [*_backfill(2, 2), *_backfill(2, 1)])
+    crash = mock.patch.object(apply_mod, "_after_raw_append", side_effect=Crash("raw"))
+    with crash, pytest.raises(Crash):
+        apply_batch(duck, SPEC, unique)
+    assert not duck.query("SELECT view_name FROM duckdb_views() WHERE view_name = 'sfdc_tmp_batch'")
+    assert apply_batch(duck, SPEC, unique).applied == 2  # the rerun applies what raw took
+    assert apply_batch(duck, SPEC, duplicated).applied == 2
+    assert apply_batch(duck, SPEC, build_batch(SPEC, _backfill(4, 1))).applied == 1
+    assert sorted(read_current(duck)) == [f"006{i:015d}" for i in range(5)]
+    assert len(read_history(duck)) == 5
