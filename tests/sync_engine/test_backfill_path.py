@@ -268,6 +268,7 @@ def test_snowflake_sql_takes_the_same_new_record_path_and_chunks(monkeypatch):
 def test_a_big_write_checkpoints_the_duckdb_file_and_a_small_one_does_not(tmp_path, monkeypatch):
     # Rows of a commit below a row group wait in memory and the WAL for a checkpoint.
     monkeypatch.setattr(apply_mod, "CHECKPOINT_ROWS", 6)
+    monkeypatch.setattr(apply_mod, "CHECKPOINT_WAL_BYTES", 1)
     path = str(tmp_path / "w.duckdb")
     wal = tmp_path / "w.duckdb.wal"
     wh = fresh_duckdb(path)
