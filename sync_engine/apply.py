@@ -1,7 +1,8 @@
 """apply_batch: one change batch -> raw, current and scd2 (DESIGN §3-§4).
 
 Steps, and what a crash between them leaves:
-1. load the batch into a temp stage table and dedupe it by change_id;
+1. stage the batch (DuckDB: its Arrow buffers in place; else a temp table), deduped by
+   change_id;
 2. append to raw what raw does not hold yet (one INSERT: atomic, idempotent);
 3. read, without writing: which changes are not yet applied (their raw row's batch is not
    in sfdc_meta.load_log), the touched records' current rows, the scd2 anchor of late
