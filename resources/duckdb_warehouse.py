@@ -138,6 +138,20 @@ class DuckDBWarehouse(ConfigurableResource):
         finally:
             con.unregister("_sfdc_arrow_src")
 
+    def register_arrow(self, name: str, data: pa.Table) -> bool:
+        """A view `name` over `data`'s own buffers (DuckDB scans Arrow in place)."""
+        q = quote_identifier(name, "duckdb")
+        con = self.connection
+        con.unregister(name)
+        # A temp table of that name (an earlier batch's load) would make the view clash.
+        con.execute(f"DROP TABLE IF EXISTS temp.main.{q}")
+        con.register(name, data)
+        return True
+
+    def unregister_arrow(self, name: str) -> None:
+        """Drop the view, releasing DuckDB's reference to the Arrow table."""
+        self.connection.unregister(name)
+
     def begin(self) -> None:
         """Open a transaction."""
         self.connection.execute("BEGIN TRANSACTION")

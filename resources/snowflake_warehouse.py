@@ -178,6 +178,13 @@ class SnowflakeWarehouse(ConfigurableResource):
         if not ok:
             raise RuntimeError(f"bulk load into temporary table {name} failed")
 
+    def register_arrow(self, name: str, data: pa.Table) -> bool:
+        """Snowflake cannot scan this process's memory: the caller uploads a temp table."""
+        return False
+
+    def unregister_arrow(self, name: str) -> None:
+        """Nothing was registered."""
+
     def begin(self) -> None:
         """Open a transaction."""
         self.execute("BEGIN")

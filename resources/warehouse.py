@@ -111,6 +111,19 @@ class Warehouse(Protocol):
         """
         ...
 
+    def register_arrow(self, name: str, data: pa.Table) -> bool:
+        """Expose `data` to the statements that follow as a read-only relation `name`.
+
+        In place, without loading a copy; False when the warehouse cannot read this
+        process's memory (Snowflake), and the caller loads a temp table instead. The
+        relation lasts until `unregister_arrow(name)`.
+        """
+        ...
+
+    def unregister_arrow(self, name: str) -> None:
+        """Drop the relation `register_arrow` made (nothing if there is none)."""
+        ...
+
     def begin(self) -> None:
         """Open an explicit transaction."""
         ...

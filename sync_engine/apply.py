@@ -1,7 +1,8 @@
 """apply_batch: one change batch -> raw, current and scd2 (DESIGN §3-§4).
 
 Steps, and what a crash between them leaves:
-1. load the batch into a temp stage table and dedupe it by change_id;
+1. stage the batch (DuckDB: its Arrow buffers in place; else a temp table), deduped by
+   change_id;
 2. append to raw what raw does not hold yet (one INSERT: atomic, idempotent);
 3. read, without writing: which changes are not yet applied (their raw row's batch is not
    in sfdc_meta.load_log), the touched records' current rows, the scd2 anchor of late
@@ -19,10 +20,12 @@ raw changes after the scd2 anchor (see docs/engine.md).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -54,6 +57,16 @@ INDEX_CLOSE_ROWS_PER_ID = 600
 # under a 1 GB memory_limit its temp tables spilled (loading it took 1.9 s instead of 0.7 s).
 # A 200K-row chunk's statements take ~1.4 s, against ~0.1 s for those whose cost is fixed.
 CHUNK_ROWS = 200_000
+# DuckDB keeps the rows of a commit smaller than a row group (122,880 rows) in memory and in
+# the WAL until a checkpoint, and the resource's 1 GB checkpoint_threshold (kept for CDC
+# batches) let a backfill in 100K-row parts pile up ~1 GB of them: peak RSS 1.8 GB for 1M
+# records. After a call that wrote at least CHECKPOINT_ROWS rows (raw + scd2 + current: a
+# landed 50K-row Bulk part does, a 10K-change CDC batch does not), a WAL of
+# CHECKPOINT_WAL_BYTES or more is checkpointed. Measured, 1M records landed in 50K-row
+# parts (append_raw, then apply_batch): a checkpoint after every call cost ~0.3 s each,
+# 12.5 s in all; at 256 MB of WAL 19 s and 960 MB peak RSS, at 128 MB 21 s and 820 MB.
+CHECKPOINT_ROWS = 50_000
+CHECKPOINT_WAL_BYTES = 128 * 2**20
 _BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -204,6 +217,22 @@ def _prepare(spec: ObjectSpec, batch: Batch, label: str | None) -> _Prepared:
     return _Prepared(batch, rows, f"{label}-{content}" if label else content, unique)
 
 
+def _chunk_id(prepared: _Prepared, chunk: Batch) -> tuple[str, bool]:
+    """A chunk's id, `<batch id>.c-<hash of its change ids>`, and whether they are distinct.
+
+    The ledger counts a change as applied when the batch id its raw row carries is in
+    load_log, so an id must always name the same rows: `<batch id>.c<i>` did not (the
+    slices depend on the batch's row order, the hash split on its duplicate count), and a
+    part appended by `append_raw` in one order, then applied in another, lost the rows
+    whose raw copy carried a chunk id the apply had logged for other rows. Hashing the
+    chunk's own change ids (~0.06 s per 200K rows) makes the id exact, and the same rows
+    get the same id wherever they fall in the batch.
+    """
+    rows = chunk.height if isinstance(chunk, pl.DataFrame) else chunk.num_rows
+    content, unique = _content_id(_column(chunk, "change_id"), rows)
+    return f"{prepared.batch_id}.c-{content[1:]}", unique
+
+
 def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, bool]]:
     """(chunk id, rows, change_ids distinct) per chunk of at most ~`chunk_rows` rows.
 
@@ -211,7 +240,8 @@ def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, 
     of whole records (the invariant makes any batching equal; this one also keeps each
     chunk's records in order instead of making them late). A batch of one change per
     record (a backfill) is cut into zero-copy slices; others are split by a hash of the
-    record id. A batch that fits is its own only chunk, with the batch's id.
+    record id. A batch that fits is its own only chunk, with the batch's id. Either way a
+    chunk's id hashes exactly its change ids (`_chunk_id`).
     """
     batch, n = prepared.batch, prepared.rows
     parts = -(-n // chunk_rows)
@@ -224,24 +254,29 @@ def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, 
         size = -(-n // parts)
         for i in range(parts):
             if i * size < n:
-                yield f"{prepared.batch_id}.c{i}", batch.slice(i * size, size), True
+                chunk = batch.slice(i * size, size)
+                yield _chunk_id(prepared, chunk)[0], chunk, True
         return
     part_of = (ids.hash(seed=0) % parts).to_numpy()
     for i in range(parts):
         mask = part_of == i
         if not mask.any():
             continue
-        chunk = batch.filter(pl.Series(mask)) if isinstance(batch, pl.DataFrame) else None
-        yield (
-            f"{prepared.batch_id}.c{i}",
-            chunk if chunk is not None else batch.filter(pa.array(mask)),
-            prepared.unique,
-        )
+        if isinstance(batch, pl.DataFrame):
+            chunk: Batch = batch.filter(pl.Series(mask))
+        else:
+            chunk = batch.filter(pa.array(mask))
+        chunk_id, unique = _chunk_id(prepared, chunk)
+        yield chunk_id, chunk, unique
+
+
+# The deduped chunk every statement after the stage reads (a temp table or an Arrow view).
+BATCH_TABLE = "sfdc_tmp_batch"
 
 
 @dataclass
 class _Staged:
-    """A chunk loaded into `sfdc_tmp_batch` (deduped by change_id), and its day range."""
+    """A chunk staged as `sfdc_tmp_batch` (deduped by change_id), and its day range."""
 
     batch_id: str
     rows: int
@@ -249,32 +284,40 @@ class _Staged:
     dmax: dt.date
 
 
-def _stage_chunk(
+@contextlib.contextmanager
+def _staged_chunk(
     warehouse: Warehouse,
     spec: ObjectSpec,
     chunk: Batch,
     chunk_id: str,
     unique: bool,
     now: dt.datetime,
-) -> _Staged:
-    """Stage one chunk, deduped by change_id, in `sfdc_tmp_batch`."""
+) -> Iterator[_Staged]:
+    """Stage one chunk, deduped by change_id, as `sfdc_tmp_batch`, for the `with` block.
+
+    A chunk of distinct change_ids (the usual case) on DuckDB is not loaded at all: the
+    statements scan its Arrow buffers in place (a 1M-row backfill spent ~1.2 s copying
+    them into a temp table, then read them once for raw and once for the apply table).
+    """
     sql = sql_for(warehouse)
-    chunk = _conformed(spec, chunk)
-    stage = _stage(spec, chunk, chunk_id, now, warehouse.dialect)
-    staged = _Staged(
-        chunk_id,
-        chunk.num_rows,
-        pc.min(chunk.column("change_date")).as_py(),
-        pc.max(chunk.column("change_date")).as_py(),
-    )
+    stage = _stage(spec, _conformed(spec, chunk), chunk_id, now, warehouse.dialect)
+    days = stage.column("change_date")
+    staged = _Staged(chunk_id, stage.num_rows, pc.min(days).as_py(), pc.max(days).as_py())
+    if unique and warehouse.register_arrow(BATCH_TABLE, stage):
+        try:
+            yield staged
+        finally:
+            warehouse.unregister_arrow(BATCH_TABLE)
+        return
     if unique:
-        # Already one row per change_id (the usual case): load it as the deduped batch and
-        # skip dedupe_batch's window over it (~1 s for a 1M-row batch).
-        warehouse.load_temp_table("sfdc_tmp_batch", sql.stage_ddl(spec), stage)
-        return staged
-    warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
-    warehouse.execute(sql.dedupe_batch())
-    return staged
+        # Already one row per change_id: load it as the deduped batch and skip
+        # dedupe_batch's window over it (~1 s for a 1M-row batch).
+        warehouse.load_temp_table(BATCH_TABLE, sql.stage_ddl(spec), stage)
+    else:
+        warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
+        warehouse.execute(sql.dedupe_batch())
+    del stage, days  # loaded: memory follows the temp table, not this copy
+    yield staged
 
 
 def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserted: int) -> bool:
@@ -285,15 +328,40 @@ def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserte
     sql = sql_for(warehouse)
     if inserted <= 0:
         return False
-    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q('sfdc_tmp_batch')}")[0][0]
-    if rows != inserted:
-        return False
+    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q(BATCH_TABLE)}")[0][0]
+    return rows == inserted and not _logged(warehouse, spec, batch_id)
+
+
+def _raw_holds_chunk(warehouse: Warehouse, spec: ObjectSpec, staged: _Staged) -> bool:
+    """Does raw already hold every row of this chunk, under its id, with nothing applied?
+
+    The production shape: the raw asset appends a landed part (`append_raw`) before the
+    current asset applies it with the same label. Then the raw append would insert
+    nothing and `select_to_apply` would hash-join the chunk with raw's rows of its days
+    (~1.8 s per 1M rows for both joins); one filtered count of raw replaces them. Only
+    called for a chunk of distinct change ids: its id hashes exactly its change ids
+    (`_chunk_id`), so raw rows carrying that id are some of this chunk's rows, and as
+    many rows as the chunk holds means all of them.
+    """
+    sql = sql_for(warehouse)
+    q = sql.q
+    held = warehouse.query(
+        f"SELECT COUNT(*) FROM {sql.t(warehouse.schema_names.raw, spec.table)} "
+        f"WHERE {q('change_date')} BETWEEN {sql.date(staged.dmin)} AND {sql.date(staged.dmax)} "
+        f"AND {q('batch_id')} = '{staged.batch_id}'"
+    )[0][0]
+    return held == staged.rows and not _logged(warehouse, spec, staged.batch_id)
+
+
+def _logged(warehouse: Warehouse, spec: ObjectSpec, batch_id: str) -> bool:
+    """Is `batch_id` in load_log (applied) for this object?"""
+    sql = sql_for(warehouse)
     log_table = sql.t(warehouse.schema_names.meta, "load_log")
     logged = warehouse.query(
         f"SELECT COUNT(*) FROM {log_table} WHERE {sql.q('object_name')} = '{spec.name}' "
         f"AND {sql.q('batch_id')} = '{batch_id}'"
     )[0][0]
-    return logged == 0
+    return logged > 0
 
 
 def _history_rows(warehouse: Warehouse, spec: ObjectSpec) -> int:
@@ -303,6 +371,22 @@ def _history_rows(warehouse: Warehouse, spec: ObjectSpec) -> int:
         [warehouse.schema_names.history, spec.table],
     )
     return int(rows[0][0]) if rows else 0
+
+
+def _checkpoint_if_big(warehouse: Warehouse, written: int) -> None:
+    """CHECKPOINT a DuckDB file after a big write, once its WAL holds CHECKPOINT_WAL_BYTES.
+
+    Snowflake has no checkpoint; DuckDB's CHECKPOINT does not fail on an open transaction
+    elsewhere (it is then skipped), and the rows are committed already either way.
+    """
+    if warehouse.dialect != "duckdb" or written < CHECKPOINT_ROWS:
+        return
+    path = warehouse.query(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    )[0][0]
+    wal = f"{path}.wal" if path else None  # no path: an in-memory database, no WAL
+    if wal and os.path.exists(wal) and os.path.getsize(wal) >= CHECKPOINT_WAL_BYTES:
+        warehouse.execute("CHECKPOINT")
 
 
 def append_raw(
@@ -327,10 +411,12 @@ def append_raw(
     sql = sql_for(warehouse)
     inserted = 0
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS):
-        staged = _stage_chunk(warehouse, spec, chunk, chunk_id, unique, now)
-        inserted += warehouse.execute(
-            sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax)
-        )
+        with _staged_chunk(warehouse, spec, chunk, chunk_id, unique, now) as staged:
+            added = warehouse.execute(
+                sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax)
+            )
+        _checkpoint_if_big(warehouse, added)
+        inserted += added
     return inserted
 
 
@@ -351,7 +437,7 @@ def apply_batch(
     its id; it overrides the batch's own batch_id column. Returns the counts.
 
     A batch of more than CHUNK_ROWS changes is applied as chunks of whole records, each an
-    ordinary batch with its own id (`<batch id>.c<i>`) and transaction, so memory is
+    ordinary batch with its own id (`<batch id>.c-<hash>`) and transaction, so memory is
     bounded by the chunk, not the batch; a rerun after a crash skips the chunks that
     committed (their raw rows' batch is in load_log).
 
@@ -363,6 +449,7 @@ def apply_batch(
     result = ApplyResult(batch_id=prepared.batch_id)
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS) if prepared.rows else ():
         part = _apply_chunk(warehouse, spec, chunk, chunk_id, unique, now)
+        _checkpoint_if_big(warehouse, part.raw_inserted + part.history_rows + part.records)
         for name in _COUNTS:
             setattr(result, name, getattr(result, name) + getattr(part, name))
     if result.records:
@@ -383,16 +470,22 @@ def _apply_chunk(
     """apply_batch for one chunk of whole records: stage, raw, fold, one write transaction."""
     sql = sql_for(warehouse)
     s = warehouse.schema_names
-    staged = _stage_chunk(warehouse, spec, chunk, batch_id, unique, now)
-    dmin, dmax = staged.dmin, staged.dmax
-    result = ApplyResult(batch_id=batch_id, changes=staged.rows)
-    result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
-    _after_raw_append()
-
-    if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
-        warehouse.execute(sql.select_all_to_apply(spec))
-    else:
-        warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
+    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now) as staged:
+        dmin, dmax = staged.dmin, staged.dmax
+        result = ApplyResult(batch_id=batch_id, changes=staged.rows)
+        if unique and _raw_holds_chunk(warehouse, spec, staged):
+            # Appended by append_raw (or by a run that crashed before its merge): the
+            # raw append would insert nothing, and every row is to apply.
+            _after_raw_append()
+            warehouse.execute(sql.select_all_to_apply(spec))
+        else:
+            result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
+            _after_raw_append()
+            if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
+                warehouse.execute(sql.select_all_to_apply(spec))
+            else:
+                warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
+    # Everything after reads the apply table, not the staged chunk.
     warehouse.execute(sql.touched())
     tmp = sql.q
     result.records, result.applied = warehouse.query(

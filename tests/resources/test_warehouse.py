@@ -61,6 +61,25 @@ def test_duckdb_bulk_load_matches_columns_by_name():
     assert wh.query("SELECT a, b FROM t_load") == [(1, "x")]
 
 
+def test_duckdb_registers_arrow_in_place_over_an_earlier_temp_table_of_that_name():
+    wh = DuckDBWarehouse(path=":memory:")
+    wh.load_temp_table("t_batch", '"a" INTEGER', pa.table({"a": [1]}))
+    assert wh.register_arrow("t_batch", pa.table({"a": [2, 3]}))
+    assert wh.query("SELECT SUM(a) FROM t_batch") == [(5,)]
+    assert wh.register_arrow("t_batch", pa.table({"a": [4]}))  # replaces the view
+    assert wh.query("SELECT SUM(a) FROM t_batch") == [(4,)]
+    wh.unregister_arrow("t_batch")
+    wh.unregister_arrow("t_batch")  # nothing registered: a no-op
+    wh.load_temp_table("t_batch", '"a" INTEGER', pa.table({"a": [7]}))
+    assert wh.query("SELECT a FROM t_batch") == [(7,)]
+
+
+def test_snowflake_cannot_register_arrow_so_the_engine_loads_a_temp_table():
+    sf = SnowflakeWarehouse(account="a", user="u", password="p", database="D")
+    assert sf.register_arrow("t_batch", pa.table({"a": [1]})) is False
+    sf.unregister_arrow("t_batch")
+
+
 def test_duckdb_rollback_undoes_the_transaction():
     wh = DuckDBWarehouse(path=":memory:")
     wh.execute("CREATE TABLE t (a INTEGER)")
