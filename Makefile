@@ -36,9 +36,9 @@ test-fast: setup
 demo: setup
 	$(PY) scripts/demo.py --dir $(DEMO_DIR)
 
-# Regenerate the Pub/Sub gRPC code from sfdc_emulator/pubsub/pubsub_api.proto (committed).
+# Regenerate the Pub/Sub gRPC code from resources/salesforce/pubsub_api/pubsub_api.proto (committed).
 proto: setup
-	$(PY) -m sfdc_emulator.pubsub.generate
+	$(PY) -m resources.salesforce.pubsub_api.generate
 
 bench-emulator: setup
 	$(PY) -m bench.emulator

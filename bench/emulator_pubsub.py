@@ -25,9 +25,9 @@ from typing import Any
 import fastavro
 import grpc
 
+from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
+from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator.faults import Faults
-from sfdc_emulator.pubsub import pubsub_api_pb2 as pb2
-from sfdc_emulator.pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator.pubsub.server import PubSubServer
 from sfdc_emulator.store import Mutation, OrgStore
 

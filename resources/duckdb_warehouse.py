@@ -16,7 +16,7 @@ import tenacity
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from resources.warehouse import Dialect, SchemaNames, quote_identifier
+from sync_engine.warehouse import Dialect, SchemaNames, quote_identifier
 
 # DuckDB uses its ART index for an `IN (...)` filter only when fewer than
 # max(index_scan_max_count, index_scan_percentage * rows) rows match; the defaults

@@ -16,7 +16,7 @@ import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from resources.warehouse import Dialect, SchemaNames, quote_identifier
+from sync_engine.warehouse import Dialect, SchemaNames, quote_identifier
 
 
 def _private_key_der(path: str, passphrase: str | None) -> bytes:

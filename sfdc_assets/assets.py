@@ -125,8 +125,8 @@ def _describe(client: Any, landing: Any, obj: SObjectConfig) -> tuple[Any, Any]:
 def registry_spec(warehouse: Any, name: str) -> Any:
     """The merge spec from `sfdc_meta.schema_registry` (no Salesforce call): described and
     removed fields, as `sync_schema` returned it to the raw step."""
-    from resources.warehouse import qualified, quote
     from sync_engine.spec import FieldSpec, ObjectSpec
+    from sync_engine.warehouse import qualified, quote
 
     q = lambda n: quote(warehouse, n)  # noqa: E731
     reg = qualified(warehouse, warehouse.schema_names.meta, "schema_registry")
@@ -166,7 +166,7 @@ def _fields_to_fill(warehouse: Any, landing: Any, name: str, spec: Any) -> list[
     Recorded in a checkpoint before `sync_schema` adds the columns: once a field is
     registered it is no longer new, so a crash before the fill landed would lose it.
     """
-    from resources.warehouse import qualified
+    from sync_engine.warehouse import qualified
 
     saved = landing.read_checkpoint(FILL_CHECKPOINT.format(name=name)) or {}
     described = {f.name for f in spec.fields}
@@ -232,7 +232,7 @@ def _land_incomplete(
     import hashlib
 
     from resources.salesforce.to_changes import land_rest_snapshots
-    from resources.warehouse import RECORD_ID_RE, qualified, quote
+    from sync_engine.warehouse import RECORD_ID_RE, qualified, quote
 
     partial: set[str] = set()
     whole: set[str] = set()
@@ -369,7 +369,7 @@ def build_object_assets(
         from sync_engine.masking import apply_masking
         from sync_engine.registry import sync_schema
 
-        warehouse = context.resources.warehouse
+        warehouse = context.sync_engine.warehouse
         landing = context.resources.landing.store()
         client = context.resources.salesforce.client({obj.name: list(obj.pii_fields)})
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -555,7 +555,7 @@ def build_object_assets(
     def _current_scd2(context: dg.AssetExecutionContext) -> Iterator[Any]:
         from sync_engine.apply import apply_batch
 
-        warehouse = context.resources.warehouse
+        warehouse = context.sync_engine.warehouse
         landing = context.resources.landing.store()
         start, end = window_of(context)
         spec = registry_spec(warehouse, obj.name)

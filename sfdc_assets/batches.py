@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 
 from resources.landing import BatchRef, LandingStore, Manifest
-from resources.warehouse import Warehouse, qualified, quote
+from sync_engine.warehouse import Warehouse, qualified, quote
 
 LEDGER = "raw_batches"
 VALIDATED_DIR = "_validated"

@@ -24,12 +24,12 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
-from resources.warehouse import RECORD_ID_RE
+from sync_engine.warehouse import RECORD_ID_RE
 
 if TYPE_CHECKING:  # pragma: no cover
     from resources.salesforce.rest import ObjectDescribe
-    from resources.warehouse import Warehouse
     from sync_engine.spec import ObjectSpec
+    from sync_engine.warehouse import Warehouse
 
 RAW_VALID = "raw_batch_valid"
 CURRENT_ID_UNIQUE = "current_id_unique"
@@ -262,7 +262,7 @@ def id_unique_result(
     warehouse: "Warehouse", spec: "ObjectSpec", asset_key: dg.AssetKey
 ) -> dg.AssetCheckResult:
     """`current_id_unique`: no Id appears twice in the current table."""
-    from resources.warehouse import qualified, quote
+    from sync_engine.warehouse import qualified, quote
 
     table = qualified(warehouse, warehouse.schema_names.current, spec.table)
     idq = quote(warehouse, "id")
@@ -312,7 +312,7 @@ def live_count_check(
     One `SELECT COUNT()` API call; run it on a schedule, not with every micro-batch.
     Changes in flight (the CDC lag) make small transient differences normal.
     """
-    from resources.warehouse import qualified, quote
+    from sync_engine.warehouse import qualified, quote
 
     @dg.asset_check(
         asset=asset_key,
@@ -327,7 +327,7 @@ def live_count_check(
         blocking=False,
     )
     def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        warehouse = context.resources.warehouse
+        warehouse = context.sync_engine.warehouse
         schema = warehouse.schema_names.current
         exists = warehouse.query(
             "SELECT COUNT(*) FROM information_schema.tables "

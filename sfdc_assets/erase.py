@@ -33,10 +33,10 @@ from typing import Any
 import dagster as dg
 
 from resources.landing import LandingStore
-from resources.warehouse import Warehouse, validate_identifier
 from sfdc_assets.resources import DEFAULT_LANDING_URL, LANDING, WAREHOUSE, sfdc_env
 from sync_engine import erasure
 from sync_engine.erasure import ErasureAudit, InvalidErasureRequestError
+from sync_engine.warehouse import Warehouse, validate_identifier
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def erase_subject_op(context: dg.OpExecutionContext, config: EraseConfig) -> dg.
         dry_run=config.dry_run,
     )
     audit = erase_subject(
-        context.resources.warehouse,
+        context.sync_engine.warehouse,
         context.resources.landing.store(),
         request,
         run_id=context.run_id,

@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from resources.warehouse import validate_identifier
+from sync_engine.warehouse import validate_identifier
 
 OBJECTS_FILE = Path(__file__).with_name("objects.yaml")
 # Override for a deployment with its own object list (tests use their own files).

@@ -35,10 +35,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from resources.warehouse import Warehouse
 from sync_engine.changes import conform_batch
 from sync_engine.dialect import sql_for
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
+from sync_engine.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from resources.warehouse import Warehouse
+from sync_engine.warehouse import Warehouse
 
 
 def sql_for(warehouse: Warehouse) -> ModuleType:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from resources.warehouse import SchemaNames, quote_identifier
 from sync_engine.changes import FIRST_REAL_VERSION
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, RAW_META_COLUMNS, ObjectSpec
+from sync_engine.warehouse import SchemaNames, quote_identifier
 
 DIALECT = "duckdb"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from resources.warehouse import RECORD_ID_RE, Warehouse, qualified, quote, validate_identifier
+from sync_engine.warehouse import RECORD_ID_RE, Warehouse, qualified, quote, validate_identifier
 
 ERASURES = "erasures"
 SUPPRESSIONS = "erasure_suppressions"

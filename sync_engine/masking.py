@@ -44,13 +44,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from resources.warehouse import (
+from sync_engine.spec import ObjectSpec
+from sync_engine.types import WarehouseType
+from sync_engine.warehouse import (
     Warehouse,
     quote_identifier,
     validate_identifier,
 )
-from sync_engine.spec import ObjectSpec
-from sync_engine.types import WarehouseType
 
 log = logging.getLogger(__name__)
 

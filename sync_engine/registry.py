@@ -18,9 +18,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from resources.warehouse import Warehouse
 from sync_engine.dialect import sql_for
 from sync_engine.spec import FieldSpec, ObjectSpec
+from sync_engine.warehouse import Warehouse
 
 RUNBOOK = "docs/engine.md#incompatible-type-change"
 

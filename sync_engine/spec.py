@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from resources.warehouse import validate_identifier
 from sync_engine.types import WarehouseType, warehouse_type
+from sync_engine.warehouse import validate_identifier
 
 # Fields that are not ordinary columns: the key, and the deletion flag the engine owns.
 ID_FIELD = "Id"

@@ -12,8 +12,9 @@ is deduplicated downstream by change id. An expired or unknown replay id raises
 :class:`ReplayIdExpiredError`.
 
 The message classes come from the repository's compiled ``pubsub_api.proto``
-(``sfdc_emulator/pubsub``): protobuf allows one registration of ``eventbus.v1`` per
-process, and the emulator runs in-process in tests.
+(``resources.salesforce.pubsub_api``, which the emulator's server imports too): protobuf
+allows one registration of ``eventbus.v1`` per process, and the emulator runs in-process
+in tests.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class PubSubSubscriber:
     # --- plumbing -------------------------------------------------------------------------
     @staticmethod
     def _pb() -> tuple[Any, Any]:
-        from sfdc_emulator.pubsub import pubsub_api_pb2, pubsub_api_pb2_grpc
+        from resources.salesforce.pubsub_api import pubsub_api_pb2, pubsub_api_pb2_grpc
 
         return pubsub_api_pb2, pubsub_api_pb2_grpc
 

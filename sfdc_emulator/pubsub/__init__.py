@@ -1,6 +1,5 @@
-"""Salesforce Pub/Sub API (eventbus.v1) for the emulator: proto, generated code, gRPC server.
+"""Salesforce Pub/Sub API (eventbus.v1) for the emulator: the gRPC server.
 
-``sfdc_emulator.pubsub.server.PubSubServer`` is the entry point. This package module stays
-import-free so ``python -m sfdc_emulator.pubsub.generate`` works even when the generated
-modules are missing or stale.
+``sfdc_emulator.pubsub.server.PubSubServer`` is the entry point. The proto and its generated
+modules live in ``resources.salesforce.pubsub_api``, shared with the production client.
 """

@@ -27,8 +27,8 @@ from typing import Any
 
 import grpc
 
-from sfdc_emulator.pubsub import pubsub_api_pb2 as pb2
-from sfdc_emulator.pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
+from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 
 log = logging.getLogger(__name__)
 

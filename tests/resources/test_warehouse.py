@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.snowflake_warehouse import SnowflakeWarehouse
-from resources.warehouse import (
+from sync_engine.warehouse import (
     InvalidIdentifierError,
     SchemaNames,
     Warehouse,

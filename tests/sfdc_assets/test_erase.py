@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import BatchRef, LandingStore
 from resources.snowflake_warehouse import SnowflakeWarehouse
-from resources.warehouse import Warehouse, qualified, quote
 from sfdc_assets import erase
 from sfdc_assets.erase import ErasureRequest, erase_subject
 from sfdc_assets.resources import LandingResource
 from sync_engine import erasure, registry
 from sync_engine.changes import build_batch
 from sync_engine.erasure import InvalidErasureRequestError
+from sync_engine.warehouse import Warehouse, qualified, quote
 from tests.sync_engine.contacts import (
     DAY,
     SPEC,

@@ -19,8 +19,8 @@ from typing import Any
 import fastavro
 import grpc
 
-from sfdc_emulator.pubsub import pubsub_api_pb2 as pb2
-from sfdc_emulator.pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
+from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 
 TOKEN = "00Dtest!pubsub-token"
 TENANT_ID = "00D5g0000000001AAA"

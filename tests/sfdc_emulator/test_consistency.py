@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simple_salesforce import Salesforce
 
-from sfdc_emulator.pubsub import pubsub_api_pb2 as pb2
-from sfdc_emulator.pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
+from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator.server import EmulatorServer
 from sfdc_emulator.store import Mutation
 from tests.sfdc_emulator.pubsub_fixtures import (

@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
+from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator import store as store_module
 from sfdc_emulator.describe import ADDRESS_PARTS, FieldSpec
-from sfdc_emulator.pubsub import pubsub_api_pb2 as pb2
-from sfdc_emulator.pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator.pubsub.server import PubSubServer, decode_replay_id, encode_replay_id
 from sfdc_emulator.store import Mutation, OrgStore
 from sfdc_emulator.tls import ensure_tls

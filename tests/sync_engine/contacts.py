@@ -10,13 +10,13 @@ from typing import Any
 import polars as pl
 
 from resources.landing import BatchRef, LandingStore
-from resources.warehouse import Warehouse
 from sfdc_assets import batches
 from sync_engine import changes as ch
 from sync_engine.apply import append_raw, apply_batch
 from sync_engine.changes import build_batch, conform_batch
 from sync_engine.erasure import canonical_id
 from sync_engine.spec import ObjectSpec
+from sync_engine.warehouse import Warehouse
 
 SPEC = ObjectSpec.of(
     "Contact",

@@ -17,9 +17,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from resources.warehouse import Warehouse
 from sync_engine import changes as ch
 from sync_engine.spec import FieldSpec, ObjectSpec
+from sync_engine.warehouse import Warehouse
 
 SPEC = ObjectSpec.of(
     "Opportunity",
@@ -220,7 +220,7 @@ def normalize_expected(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _t(warehouse: Warehouse, schema: str, table: str) -> str:
-    from resources.warehouse import qualified
+    from sync_engine.warehouse import qualified
 
     return qualified(warehouse, schema, table)
 

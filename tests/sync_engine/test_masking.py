@@ -24,11 +24,11 @@ from sqlglot import exp
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.landing import LandingStore
 from resources.snowflake_warehouse import SnowflakeWarehouse
-from resources.warehouse import InvalidIdentifierError
 from sync_engine import changes as ch
 from sync_engine import masking, registry
 from sync_engine.masking import MaskingConfigError, apply_masking
 from sync_engine.spec import FieldSpec, ObjectSpec
+from sync_engine.warehouse import InvalidIdentifierError
 from tests.sync_engine.contacts import (
     PII,
     SPEC,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from resources.warehouse import InvalidIdentifierError
 from sync_engine.spec import InvalidObjectSpecError, ObjectSpec
 from sync_engine.types import UnknownFieldTypeError, warehouse_type
+from sync_engine.warehouse import InvalidIdentifierError
 
 
 @pytest.mark.parametrize(

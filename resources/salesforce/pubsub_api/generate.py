@@ -1,9 +1,10 @@
 """Regenerate the committed Python modules of the Pub/Sub API proto.
 
-Run from anywhere: ``python -m sfdc_emulator.pubsub.generate``. The proto is compiled with
-the repository root as the include path so that the generated gRPC module imports the
-message module as ``sfdc_emulator.pubsub.pubsub_api_pb2`` (an absolute, package-qualified
-import) instead of protoc's default top-level ``import pubsub_api_pb2``.
+Run from anywhere: ``python -m resources.salesforce.pubsub_api.generate`` (``make proto``).
+The proto is compiled with the repository root as the include path so that the generated
+gRPC module imports the message module as ``resources.salesforce.pubsub_api.pubsub_api_pb2``
+(an absolute, package-qualified import) instead of protoc's default top-level
+``import pubsub_api_pb2``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent.parent
+REPO_ROOT = PACKAGE_DIR.parents[2]
 PROTO = PACKAGE_DIR / "pubsub_api.proto"
 
 

@@ -1,7 +1,8 @@
-"""The warehouse interface the sync engine writes through, and its shared helpers.
+"""The warehouse port: the interface the sync engine writes through, and its shared helpers.
 
-Two implementations sit beside this module: `duckdb_warehouse` (a local file, the default)
-and `snowflake_warehouse` (production). The engine only sees `Warehouse`: it sends SQL it
+The engine owns it; the adapters implement it from outside, in `resources.duckdb_warehouse`
+(a local file, the default) and `resources.snowflake_warehouse` (production), so the
+engine imports nothing from `resources`. The engine only sees `Warehouse`: it sends SQL it
 wrote for the warehouse's `dialect`, bulk-loads Arrow tables into temporary tables, and
 brackets the writes of one batch in a transaction.
 
