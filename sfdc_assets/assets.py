@@ -369,7 +369,7 @@ def build_object_assets(
         from sync_engine.masking import apply_masking
         from sync_engine.registry import sync_schema
 
-        warehouse = context.sync_engine.warehouse
+        warehouse = context.resources.warehouse
         landing = context.resources.landing.store()
         client = context.resources.salesforce.client({obj.name: list(obj.pii_fields)})
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -555,7 +555,7 @@ def build_object_assets(
     def _current_scd2(context: dg.AssetExecutionContext) -> Iterator[Any]:
         from sync_engine.apply import apply_batch
 
-        warehouse = context.sync_engine.warehouse
+        warehouse = context.resources.warehouse
         landing = context.resources.landing.store()
         start, end = window_of(context)
         spec = registry_spec(warehouse, obj.name)

@@ -327,7 +327,7 @@ def live_count_check(
         blocking=False,
     )
     def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        warehouse = context.sync_engine.warehouse
+        warehouse = context.resources.warehouse
         schema = warehouse.schema_names.current
         exists = warehouse.query(
             "SELECT COUNT(*) FROM information_schema.tables "

@@ -317,7 +317,7 @@ def erase_subject_op(context: dg.OpExecutionContext, config: EraseConfig) -> dg.
         dry_run=config.dry_run,
     )
     audit = erase_subject(
-        context.sync_engine.warehouse,
+        context.resources.warehouse,
         context.resources.landing.store(),
         request,
         run_id=context.run_id,
