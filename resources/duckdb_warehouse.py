@@ -36,6 +36,7 @@ DEFAULT_LOCK_TIMEOUT_S = 300.0
 # 5-8 GB. Capped, large folds and joins spill to a temp file next to the database instead;
 # 3 GB keeps a 1M-row backfill batch in memory on the 24 GiB benchmark machine.
 DEFAULT_MEMORY_LIMIT = "3GB"
+DEFAULT_DUCKDB_PATH = ".demo/warehouse.duckdb"  # relative to the repo root, where Dagster runs
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -58,7 +59,7 @@ def connect_waiting(
 class DuckDBWarehouse(ConfigurableResource):
     """A DuckDB file as the warehouse (`WAREHOUSE_DUCKDB_PATH`)."""
 
-    path: str = ".demo/warehouse.duckdb"
+    path: str = DEFAULT_DUCKDB_PATH
     raw_schema: str = "sfdc_raw"
     current_schema: str = "sfdc"
     history_schema: str = "sfdc_history"
@@ -73,8 +74,8 @@ class DuckDBWarehouse(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> DuckDBWarehouse:
-        """Build from `WAREHOUSE_DUCKDB_PATH` (default `.demo/warehouse.duckdb`)."""
-        return cls(path=os.environ.get("WAREHOUSE_DUCKDB_PATH", ".demo/warehouse.duckdb"))
+        """Build from `WAREHOUSE_DUCKDB_PATH` (default `DEFAULT_DUCKDB_PATH`)."""
+        return cls(path=os.environ.get("WAREHOUSE_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
 
     @property
     def dialect(self) -> Dialect:

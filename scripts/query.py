@@ -19,18 +19,18 @@ DEFAULT_SQL = (
 
 def main(argv: list[str] | None = None) -> int:
     """Print the result of one SQL statement against the DuckDB warehouse."""
+    from resources.duckdb_warehouse import DEFAULT_DUCKDB_PATH, connect_waiting
+    from resources.environment import duckdb_path
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sql", nargs="?", default=DEFAULT_SQL, help="one SQL statement")
     parser.add_argument(
         "--db",
-        default=os.environ.get("WAREHOUSE_DUCKDB_PATH", ".demo/warehouse.duckdb"),
-        help="the DuckDB file (default: $WAREHOUSE_DUCKDB_PATH or .demo/warehouse.duckdb)",
+        default=duckdb_path(),
+        help=f"the DuckDB file (default: $WAREHOUSE_DUCKDB_PATH or {DEFAULT_DUCKDB_PATH})",
     )
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the file")
     args = parser.parse_args(argv)
-
-    from resources.duckdb_warehouse import connect_waiting
-
     if not os.path.exists(args.db):
         parser.error(f"{args.db} does not exist yet: start `make demo` and wait for a sync run")
     con = connect_waiting(args.db, args.wait, read_only=True)

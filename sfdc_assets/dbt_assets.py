@@ -31,11 +31,18 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from resources.environment import (
+    DUCKDB_PATH_VAR,
+    Environment,
+    dbt_target,
+    duckdb_path,
+    sfdc_env,
+)
+
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 DBT_ASSETS_NAME = "sfdc_dbt"
 # Model folder (= its schema) -> Dagster group.
 GROUPS = {"staging": "staging", "marts": "marts", "legacy": "legacy"}
-DUCKDB_PATH_VAR = "WAREHOUSE_DUCKDB_PATH"
 DBT_RETRY = dg.RetryPolicy(
     max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -43,11 +50,6 @@ DBT_RETRY = dg.RetryPolicy(
 # on PATH, where dagster-dbt looks for `dbt` by default.
 _VENV_DBT = Path(sys.executable).with_name("dbt")
 DBT_EXECUTABLE = str(_VENV_DBT) if _VENV_DBT.exists() else "dbt"
-
-
-def dbt_target(environ: Mapping[str, str] = os.environ) -> str:
-    """The dbt target for this environment: `SFDC_ENV` (`local` by default, or `prod`)."""
-    return environ.get("SFDC_ENV", "local") or "local"
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, target=dbt_target())
@@ -94,6 +96,18 @@ def warehouse_env(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
     return {DUCKDB_PATH_VAR: str((cwd / path).resolve())}
 
 
+def dbt_env(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """Environment overrides for a dbt run: locally, the engine's DuckDB file, always named.
+
+    The file is named even when `WAREHOUSE_DUCKDB_PATH` is unset (`DEFAULT_DUCKDB_PATH`),
+    so profiles.yml's own fallback can never pick a different file than the engine.
+    """
+    if sfdc_env(environ) is Environment.PROD:
+        return {}
+    path = duckdb_path(environ)
+    return warehouse_env({DUCKDB_PATH_VAR: path}, cwd) or {DUCKDB_PATH_VAR: path}
+
+
 def dbt_resource() -> DbtCliResource:
     """The `dbt` resource: the project, with the target from `SFDC_ENV`."""
     return DbtCliResource(
@@ -116,7 +130,7 @@ def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
         ),
     )
     def sfdc_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        os.environ.update(warehouse_env(os.environ, Path.cwd()))
+        os.environ.update(dbt_env(os.environ, Path.cwd()))
         yield from dbt.cli(["build"], context=context).stream()
 
     return sfdc_dbt

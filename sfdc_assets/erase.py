@@ -32,8 +32,9 @@ from typing import Any
 
 import dagster as dg
 
+from resources.environment import Environment, sfdc_env
 from resources.landing import LandingStore
-from sfdc_assets.resources import DEFAULT_LANDING_URL, LANDING, WAREHOUSE, sfdc_env
+from sfdc_assets.resources import DEFAULT_LANDING_URL, LANDING, WAREHOUSE
 from sync_engine import erasure
 from sync_engine.erasure import ErasureAudit, InvalidErasureRequestError
 from sync_engine.warehouse import Warehouse, validate_identifier
@@ -290,9 +291,6 @@ def summary(audit: ErasureAudit) -> dict[str, Any]:
     }
 
 
-# --- Dagster ------------------------------------------------------------------------------
-
-
 class EraseConfig(dg.Config):
     """Launchpad config of the erase job. Dagster keeps run config in its run storage and
     shows it in the UI, so the job takes Ids only; match by Email with the CLI."""
@@ -341,15 +339,12 @@ def erase_job() -> None:
 
 
 def definitions() -> dg.Definitions:
-    """The erase job, for the code location's PLUGINS list."""
+    """The erase job, for the code location."""
     return dg.Definitions(jobs=[erase_job])
 
 
-# --- CLI ----------------------------------------------------------------------------------
-
-
 def _warehouse_from_env() -> Warehouse:
-    if sfdc_env() == "prod":
+    if sfdc_env() is Environment.PROD:
         from resources.snowflake_warehouse import SnowflakeWarehouse
 
         return SnowflakeWarehouse.from_env()

@@ -3,6 +3,7 @@
 `SFDC_ENV=local` (default): DuckDB file (`WAREHOUSE_DUCKDB_PATH`), the emulator
 (`SFDC_EMULATOR_INFO` handshake) and a landing folder (`LANDING_URL`).
 `SFDC_ENV=prod`: Snowflake (`SNOWFLAKE_*`), the real org (`SFDC_*`, JWT bearer) and S3.
+`resources.environment.sfdc_env` reads the switch (and refuses values it does not know).
 Nothing connects at import or at definitions load: connections open on first use in a run.
 """
 
@@ -14,13 +15,13 @@ from typing import Any
 
 import dagster as dg
 
+from resources.environment import Environment, duckdb_path, sfdc_env
 from resources.landing import LandingStore
 from resources.salesforce.resource import SalesforceResource
 
 WAREHOUSE = "warehouse"
 SALESFORCE = "salesforce"
 LANDING = "landing"
-DEFAULT_DUCKDB_PATH = ".demo/warehouse.duckdb"
 DEFAULT_LANDING_URL = ".demo/landing"
 
 
@@ -34,17 +35,9 @@ class LandingResource(dg.ConfigurableResource):
         return LandingStore(self.url)
 
 
-def sfdc_env(environ: Mapping[str, str] = os.environ) -> str:
-    """`local` (default) or `prod`."""
-    env = (environ.get("SFDC_ENV") or "local").strip().lower()
-    if env not in ("local", "prod"):
-        raise ValueError(f"SFDC_ENV must be local or prod, got {env!r}")
-    return env
-
-
 def warehouse_kind(environ: Mapping[str, str] = os.environ) -> str:
     """The warehouse engine's kind tag for the asset catalog."""
-    return "snowflake" if sfdc_env(environ) == "prod" else "duckdb"
+    return "snowflake" if sfdc_env(environ) is Environment.PROD else "duckdb"
 
 
 def _snowflake_warehouse() -> Any:
@@ -68,8 +61,7 @@ def _snowflake_warehouse() -> Any:
 
 def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """`warehouse`, `salesforce` and `landing` for the environment `SFDC_ENV` names."""
-    env = sfdc_env(environ)
-    if env == "prod":
+    if sfdc_env(environ) is Environment.PROD:
         return {
             WAREHOUSE: _snowflake_warehouse(),
             SALESFORCE: SalesforceResource(env="prod"),
@@ -78,9 +70,7 @@ def build_resources(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     from resources.duckdb_warehouse import DuckDBWarehouse
 
     return {
-        WAREHOUSE: DuckDBWarehouse(
-            path=environ.get("WAREHOUSE_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
-        ),
+        WAREHOUSE: DuckDBWarehouse(path=duckdb_path(environ)),
         SALESFORCE: SalesforceResource(env="local"),
         LANDING: LandingResource(url=environ.get("LANDING_URL") or DEFAULT_LANDING_URL),
     }

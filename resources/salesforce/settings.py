@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from resources.environment import Environment, sfdc_env
+
 AuthFlow = Literal["jwt", "client_credentials", "static"]
 
 # Handshake key -> settings field. The handshake's access_token is only a fallback for
@@ -99,8 +101,8 @@ class SalesforceSettings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SalesforceSettings:
         """Build settings from ``SFDC_*`` variables (and the emulator handshake locally)."""
         env = dict(os.environ if environ is None else environ)
-        mode = env.get("SFDC_ENV", "local").strip().lower() or "local"
-        values: dict[str, Any] = {"env": mode}
+        mode = sfdc_env(env)
+        values: dict[str, Any] = {"env": mode.value}
 
         def take(var: str, key: str) -> None:
             raw = env.get(var)
@@ -128,7 +130,7 @@ class SalesforceSettings(BaseModel):
             take(var, key)
 
         info = env.get("SFDC_EMULATOR_INFO")
-        if mode == "local" and info:
+        if mode is Environment.LOCAL and info:
             values.update(handshake_values(Path(info)))
         return cls(**values)
 
