@@ -93,7 +93,6 @@ def _age(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-# --- failed runs ---------------------------------------------------------------------------
 def _root_error_class(error: Any) -> str:
     """The user's exception class: Dagster wraps it in DagsterExecutionStepExecutionError."""
     if error is None:
@@ -151,7 +150,6 @@ def run_failure_alert_sensor() -> dg.SensorDefinition:
     return slack_on_run_failure
 
 
-# --- failed checks -------------------------------------------------------------------------
 def _check_failure_alert(record: Any, slack: SlackAlerter) -> Alert:
     key: dg.AssetCheckKey = record.key
     evaluation = record.evaluation
@@ -215,7 +213,6 @@ def check_failure_alert_sensor() -> dg.SensorDefinition:
     return slack_on_check_failure
 
 
-# --- stale assets --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Freshness:
     """The freshness of one asset as the sensor sees it."""
@@ -321,7 +318,6 @@ def stale_asset_alert_sensor(clock: Callable[[], float] = time.time) -> dg.Senso
     return slack_on_stale_asset
 
 
-# --- API budget ----------------------------------------------------------------------------
 def org_limits_from_env() -> Mapping[str, Any]:
     """The org's ``/limits`` through the platform's Salesforce client (``SFDC_*`` settings)."""
     from resources.salesforce.resource import SalesforceClient

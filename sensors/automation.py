@@ -22,12 +22,20 @@ from typing import Any
 
 import dagster as dg
 
-from sensors.cdc import rebackfill_request, run_checks
-from sfdc_assets.assets import LAYERS, asset_key, dumps, run_tags
+from sensors.cursor import dumps
+from sensors.run_requests import rebackfill_request
+from sfdc_assets.keys import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    SOURCE_TAG,
+    asset_key,
+    object_keys,
+    run_checks,
+    run_tags,
+)
 from sfdc_assets.objects import SyncConfig, load_config
 from sfdc_assets.partitions import daily_partitions
 
-SOURCE_TAG = "sfdc/source"
 BOOTSTRAP = "bootstrap"
 DBT_REFRESH = "dbt-refresh"
 IN_FLIGHT = [
@@ -62,13 +70,13 @@ def bootstrap_request(name: str, start: str, end: str, now_s: float) -> dg.RunRe
     """One run backfilling raw -> current -> scd2 of `name` over `[start, end]`."""
     return dg.RunRequest(
         run_key=f"{BOOTSTRAP}:{name}:{int(now_s)}",
-        asset_selection=[asset_key(layer, name) for layer in LAYERS],
+        asset_selection=object_keys(name),
         asset_check_keys=run_checks(name),
         tags={
             **run_tags(name),
             SOURCE_TAG: BOOTSTRAP,
-            "dagster/asset_partition_range_start": start,
-            "dagster/asset_partition_range_end": end,
+            RANGE_START_TAG: start,
+            RANGE_END_TAG: end,
         },
     )
 
@@ -90,7 +98,7 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
             "entry in objects.yaml syncs without a click."
         ),
         minimum_interval_seconds=30,
-        target=[asset_key(layer, n) for n in names for layer in LAYERS],
+        target=[key for n in names for key in object_keys(n)],
         default_status=(
             dg.DefaultSensorStatus.RUNNING if settings.bootstrap else dg.DefaultSensorStatus.STOPPED
         ),
@@ -145,7 +153,7 @@ def _tail(instance: dg.DagsterInstance, name: str, now_s: float, lag_s: int) -> 
     SystemModstamp without one) was read by neither Bulk nor CDC. One `since` re-backfill
     from the bootstrap's request time minus the lag, once that window is older than the
     lag, reads it. (Records CDC did change there are re-read whole by Id in their CDC run:
-    `_land_incomplete` in sfdc_assets/assets.py.)
+    `land_incomplete` in sfdc_assets/incomplete.py.)
     """
     runs = _runs(instance, {**run_tags(name), SOURCE_TAG: BOOTSTRAP})
     requested = _run_created(instance, runs[0]) if runs else now_s

@@ -1,15 +1,15 @@
 """CDC sensors: one per channel group, draining Pub/Sub into landed micro-batches.
 
-Each tick (DESIGN §5):
-1. drain the group's custom channel from the replay id in the cursor (EARLIEST the first
+Each tick (DESIGN §5), `drain_tick`:
+1. drains the group's custom channel from the replay id in the cursor (EARLIEST the first
    time: LATEST with no events would leave no cursor), up to N events or T seconds;
-2. land one immutable micro-batch per object and change day (`land_cdc`; named by the
+2. lands one immutable micro-batch per object and change day (`land_cdc`; named by the
    replay range, so re-landing after a crash commits nothing new);
-3. gap events: re-read those Ids by REST and land them as `rest` snapshots; overflow
-   events and an expired replay id: schedule a targeted re-backfill of the object (an
+3. gap events: re-reads those Ids by REST and lands them as `rest` snapshots; overflow
+   events and an expired replay id: schedules a targeted re-backfill of the object (an
    expired id also resubscribes at LATEST first) - no human in the loop, the run and this
    sensor's log tell the on-call;
-4. return the run requests (deterministic `run_key`s: a re-evaluated tick requests nothing
+4. returns the run requests (deterministic `run_key`s: a re-evaluated tick requests nothing
    twice) and the new cursor, only after everything is landed.
 
 A tick's micro-batches become one run per change day (nearly always today's) that
@@ -17,46 +17,36 @@ materializes raw -> current -> scd2 of every object with a batch (raw run config
 `landing_batches`); a re-backfill is a run of one object over a range (`since`). While a
 run of the group is still queued, new batches wait in the cursor (`unrequested`) and go
 to the next run: under load the runs grow instead of the queue.
+
+`drain_tick` and `poll_tick` are plain functions of their inputs (a client, the landing
+store, the cursor, the time); the sensors only open the resources and log what they say.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
-from resources.landing import LandingStore
+from resources.landing import LandingStore, Manifest
 from resources.salesforce.resource import SalesforceResource
-from sfdc_assets.assets import LAYERS, asset_key, describe_cache, dumps, run_tags
-from sfdc_assets.checks import CDC_LAG, CURRENT_ID_UNIQUE, RAW_VALID
-from sfdc_assets.objects import ChannelGroup, SyncConfig, load_config
-from sfdc_assets.partitions import daily_partitions, partition_key_for
+from sensors.cursor import CdcCursor, Landed, dumps
+from sensors.run_requests import rebackfill_request, requests_for
+from sfdc_assets.describe import cache_describe, describe_cache
+from sfdc_assets.keys import GROUP_TAG, object_keys
+from sfdc_assets.objects import ChannelGroup, SObjectConfig, SyncConfig, load_config
+from sfdc_assets.partitions import daily_partitions
 from sfdc_assets.resources import LandingResource
 
-RAW_OP = "salesforce__raw__{name}"
-# CDC runs carry their channel group (one at a time per group: dagster.yaml) and objects.
-GROUP_TAG = "sfdc/channel_group"
-OBJECTS_TAG = "sfdc/objects"
 # Wait this long after the lag before re-reading with Bulk, so the changes being
 # recovered are older than the reader's lag window.
 REBACKFILL_SETTLE_S = 5
-
-
-def _load_cursor(text: str | None) -> dict[str, Any]:
-    cur = json.loads(text) if text else {}
-    cur.setdefault("replay", None)
-    cur.setdefault("policy", "EARLIEST")
-    cur.setdefault("last_commit_ms", None)
-    cur.setdefault("pending", [])
-    cur.setdefault("unrequested", [])
-    # Set while resubscribed at LATEST without a replay id yet (after an expired one).
-    cur.setdefault("unpositioned_since_ms", None)
-    return cur
+EXPIRED = "replay-id-expired"
+OVERFLOW = "overflow"
 
 
 def _specs(
@@ -70,13 +60,7 @@ def _specs(
     for name in names:
         body = None if name in refresh else describe_cache(landing, name)
         if body is None:
-            full = client.rest.describe_body(name)
-            body = {
-                "name": full["name"],
-                "keyPrefix": full.get("keyPrefix"),
-                "fields": full["fields"],
-            }
-            landing.write_checkpoint(f"describe/{name}", body)
+            body = cache_describe(landing, name, client.rest.describe_body(name))
         out[name] = (ObjectSpec.from_describe(body), parse_describe(body))
     return out
 
@@ -92,136 +76,253 @@ def _unknown_fields(rows: list[Any], specs: dict[str, tuple[Any, Any]]) -> set[s
     return stale
 
 
-@dataclass(frozen=True)
-class Landed:
-    """A landed micro-batch awaiting its run: what `requests_for` reads of a manifest."""
-
-    kind: str
-    object: str
-    day: str
-    batch_id: str
-    meta: dict[str, Any]
-
-    @classmethod
-    def of(cls, manifest: Any) -> Landed:
-        """From a landing manifest."""
-        meta = {"source": manifest.meta.get("source", "cdc")}
-        return cls(manifest.kind, manifest.object, manifest.day, manifest.batch_id, meta)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Landed:
-        """From the sensor cursor."""
-        return cls(data["kind"], data["object"], data["day"], data["batch_id"], data["meta"])
-
-    def to_json(self) -> dict[str, Any]:
-        """For the sensor cursor."""
-        return asdict(self)
-
-
 def _group_run_queued(instance: dg.DagsterInstance, group: str) -> bool:
     queued = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
     return bool(instance.get_runs(dg.RunsFilter(tags={GROUP_TAG: group}, statuses=queued), limit=1))
 
 
-def requests_for(
-    manifests: list[Any], group: str, partitions: dg.DailyPartitionsDefinition
-) -> list[dg.RunRequest]:
-    """One run per source and change day for a whole tick: every object of the channel
-    group with a micro-batch that day, raw -> current -> scd2, in one run.
+@dataclass(frozen=True)
+class CdcChannel:
+    """What a tick of one channel group needs to know, fixed when the sensor is built."""
 
-    One run per tick instead of one per object keeps the run queue short: each run is a
-    new process importing the code location, which costs more than the applies it runs.
-    The run key is a digest of the landed batch names (which are named by replay range),
-    so a re-evaluated tick that lands the same batches requests nothing twice.
+    group: str
+    channel: str
+    objects: tuple[str, ...]
+    max_events: int
+    max_seconds: float
+    # A re-backfill starts this long before the commit it recovers from.
+    margin_ms: int
+    # ...and waits this long, so what it re-reads is older than the Bulk read lag.
+    rebackfill_delay_s: float
+    partitions: dg.DailyPartitionsDefinition
+
+    @classmethod
+    def of(cls, group: ChannelGroup, sync: SyncConfig) -> CdcChannel:
+        """The CDC objects of `group`, with the project's settings."""
+        settings = sync.settings
+        return cls(
+            group=group.name,
+            channel=group.channel,
+            objects=tuple(o.name for o in sync.group_objects(group.name) if o.mode == "cdc"),
+            max_events=group.max_events,
+            max_seconds=group.max_seconds,
+            margin_ms=settings.rebackfill_margin_minutes * 60_000,
+            rebackfill_delay_s=settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
+            partitions=daily_partitions(settings.partitions_start),
+        )
+
+
+@dataclass(frozen=True)
+class TickLog:
+    """One line for the sensor's log."""
+
+    level: str  # "info" or "warning"
+    message: str
+
+
+@dataclass
+class TickResult:
+    """What a tick asks of the sensor: runs to request, the cursor to store, log lines."""
+
+    requests: list[dg.RunRequest]
+    cursor: CdcCursor
+    logs: list[TickLog] = field(default_factory=list)
+
+
+def drain_tick(
+    client: Any,
+    store: LandingStore,
+    channel: CdcChannel,
+    cursor: CdcCursor,
+    now_s: float,
+    run_queued: Callable[[], bool],
+) -> TickResult:
+    """One tick of a CDC sensor: drain, land, repair, and say which runs to request.
+
+    `run_queued()` tells whether a run of the group still waits in the queue (asked only
+    when there are batches to request). `cursor` is not modified; an exception leaves the
+    stored cursor as it was, so the next tick drains the same events again.
     """
-    by_run: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for m in manifests:
-        source = m.meta.get("source", "cdc")
-        refs = by_run.setdefault((source, m.day), {}).setdefault(m.object, [])
-        refs.append(f"{m.kind}/{m.object}/{m.day}/{m.batch_id}")
-    out = []
-    for (source, day), per_object in sorted(by_run.items()):
-        names = sorted(per_object)
-        digest = hashlib.sha1(
-            "\n".join(r for n in names for r in sorted(per_object[n])).encode()
-        ).hexdigest()[:16]
-        out.append(
-            dg.RunRequest(
-                run_key=f"{source}:{group}:{day}:{digest}",
-                partition_key=partition_key_for(dt.date.fromisoformat(day), partitions),
-                asset_selection=[asset_key(layer, n) for n in names for layer in LAYERS],
-                asset_check_keys=[k for n in names for k in run_checks(n)],
-                run_config={
-                    "ops": {
-                        RAW_OP.format(name=n.lower()): {
-                            "config": {"landing_batches": sorted(per_object[n])}
-                        }
-                        for n in names
-                    }
-                },
-                tags={
-                    GROUP_TAG: group,
-                    OBJECTS_TAG: ",".join(names),
-                    "sfdc/source": source,
-                },
+    from resources.salesforce.to_changes import land_cdc
+
+    cur = cursor.copy()
+    logs: list[TickLog] = []
+    not_before = now_s + channel.rebackfill_delay_s
+    specs = _specs(client, store, list(channel.objects))
+    result = _drain(client, channel, cur, now_s, logs)
+    rows = [r for r in result.rows if r.entity in specs]
+    stale = _unknown_fields(rows, specs)
+    if stale:
+        specs.update(_specs(client, store, sorted(stale), refresh=stale))
+    manifests = land_cdc(store, channel.channel, rows, {n: s for n, (s, _) in specs.items()})
+    manifests += _repair_gaps(client, store, channel, result.gaps, rows, specs, now_s, logs)
+    _owe_overflows(channel, cur, result.overflows, set(specs), not_before, logs)
+    requests = _request_or_wait(channel, cur, manifests, run_queued, logs)
+    cur.saw_commits([r.commit_ts for r in rows])
+    if result.replay_id:
+        _reposition(channel, cur, result.replay_id, now_s, logs)
+    requests += [
+        rebackfill_request(p.object, int(p.since_ms), p.reason, channel.partitions)
+        for p in cur.take_due(now_s)
+    ]
+    logs.append(
+        TickLog(
+            "info",
+            f"{channel.channel}: {result.events} event(s), {len(manifests)} micro-batch(es), "
+            f"{len(requests)} run request(s), replay id {cur.replay}",
+        )
+    )
+    return TickResult(requests, cur, logs)
+
+
+def _drain(
+    client: Any, channel: CdcChannel, cur: CdcCursor, now_s: float, logs: list[TickLog]
+) -> Any:
+    """Drain from the cursor; an expired replay id resubscribes at LATEST (and owes a
+    re-backfill of every object from the last landed commit)."""
+    from resources.salesforce.errors import ReplayIdExpiredError
+    from resources.salesforce.pubsub import ReplayPolicy
+
+    replay = cur.replay_id
+    try:
+        return client.pubsub.drain(
+            channel.channel,
+            replay,
+            policy=None if replay else ReplayPolicy(cur.policy),
+            max_events=channel.max_events,
+            max_seconds=channel.max_seconds,
+        )
+    except ReplayIdExpiredError:
+        # Outage past retention (72 h): take new events from now on, and re-read what was
+        # missed with Bulk once it is older than the read lag.
+        names = list(channel.objects)
+        logs.append(
+            TickLog(
+                "warning",
+                f"{channel.channel}: stored replay id expired; resubscribing at LATEST and "
+                f"scheduling a re-backfill of {', '.join(names)}",
             )
         )
-    return out
+        last = cur.last_commit_ms or int(now_s * 1000)
+        cur.owe(names, last - channel.margin_ms, EXPIRED, now_s + channel.rebackfill_delay_s)
+        cur.resubscribe_latest(int(now_s * 1000))
+        return client.pubsub.drain(
+            channel.channel,
+            None,
+            policy=ReplayPolicy.LATEST,
+            max_events=channel.max_events,
+            max_seconds=channel.max_seconds,
+        )
 
 
-def run_checks(name: str) -> list[dg.AssetCheckKey]:
-    """The checks every sync run of `name` evaluates (not the scheduled reconciliation)."""
-    # The cheap in-op checks; reconciliation (an API call) runs on its own schedule.
-    return [
-        dg.AssetCheckKey(asset_key("raw", name), RAW_VALID),
-        dg.AssetCheckKey(asset_key("current", name), CURRENT_ID_UNIQUE),
-        dg.AssetCheckKey(asset_key("current", name), CDC_LAG),
-    ]
+def _owe_overflows(
+    channel: CdcChannel,
+    cur: CdcCursor,
+    overflows: dict[str, int],
+    synced: set[str],
+    not_before: float,
+    logs: list[TickLog],
+) -> None:
+    """Overflow events: a targeted re-backfill of each object from the overflow's commit."""
+    for entity, commit_ms in overflows.items():
+        if entity in synced:
+            message = f"{channel.channel}: overflow event for {entity}; re-backfill scheduled"
+            logs.append(TickLog("warning", message))
+            cur.owe([entity], commit_ms - channel.margin_ms, OVERFLOW, not_before)
 
 
-def rebackfill_request(
-    name: str, since_ms: int, reason: str, partitions: dg.DailyPartitionsDefinition
-) -> dg.RunRequest:
-    """A targeted re-backfill of one object from `since_ms` (raw config `since`)."""
-    since = dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC).replace(microsecond=0)
-    start = partition_key_for(since.date(), partitions)
-    end = partitions.get_last_partition_key() or start
-    return dg.RunRequest(
-        run_key=f"rebackfill:{name}:{since_ms}",
-        asset_selection=[asset_key(layer, name) for layer in LAYERS],
-        asset_check_keys=run_checks(name),
-        run_config={
-            "ops": {RAW_OP.format(name=name.lower()): {"config": {"since": since.isoformat()}}}
-        },
-        tags={
-            **run_tags(name),
-            "sfdc/source": "rebackfill",
-            "sfdc/reason": reason,
-            "dagster/asset_partition_range_start": start,
-            "dagster/asset_partition_range_end": max(start, end),
-        },
+def _reposition(
+    channel: CdcChannel, cur: CdcCursor, replay_id: bytes, now_s: float, logs: list[TickLog]
+) -> None:
+    """Store the drain's replay id; after an unpositioned resubscribe, re-read the gap.
+
+    A quiet LATEST drain gives no replay id, so every later tick subscribed at LATEST again
+    and lost what was committed between two drains; the expiry re-backfill had read only up
+    to its own start. Re-read from the resubscribe now that there is a position.
+    """
+    since = cur.position(replay_id, int(now_s * 1000))
+    if since is None:
+        return
+    names = list(channel.objects)
+    logs.append(
+        TickLog(
+            "warning",
+            f"{channel.channel}: replay position regained; re-backfilling {', '.join(names)} "
+            "from the resubscribe",
+        )
     )
+    cur.owe(names, since - channel.margin_ms, EXPIRED, now_s + channel.rebackfill_delay_s)
+
+
+def _repair_gaps(
+    client: Any,
+    store: LandingStore,
+    channel: CdcChannel,
+    gaps: dict[str, set[str]],
+    rows: list[Any],
+    specs: dict[str, tuple[Any, Any]],
+    now_s: float,
+    logs: list[TickLog],
+) -> list[Manifest]:
+    """Gap events: re-read those records by REST, landed as `rest` snapshots."""
+    from resources.salesforce.to_changes import land_rest_snapshots
+
+    if not gaps:
+        return []
+    # Named by the drain's replay range, so the same repair lands once.
+    if rows:
+        tag = "-".join(r.replay_id_bytes.hex() for r in (rows[0], rows[-1]))
+    else:
+        tag = f"{int(now_s)}"
+    manifests = land_rest_snapshots(client, store, channel.channel, gaps, specs, tag, "gap events")
+    logs.append(
+        TickLog(
+            "info", f"{channel.channel}: REST repair of gap events for {', '.join(sorted(gaps))}"
+        )
+    )
+    return manifests
+
+
+def _request_or_wait(
+    channel: CdcChannel,
+    cur: CdcCursor,
+    manifests: list[Manifest],
+    run_queued: Callable[[], bool],
+    logs: list[TickLog],
+) -> list[dg.RunRequest]:
+    """Landed batches wait in the cursor while a run of this group is still queued: the
+    next free run takes them all, so a slow queue means bigger runs, not more."""
+    landed = [*cur.unrequested, *map(Landed.of, manifests)]
+    if landed and run_queued():
+        cur.unrequested = landed
+        logs.append(
+            TickLog(
+                "info",
+                f"{channel.channel}: a run is still queued; {len(landed)} batch(es) wait for "
+                "the next tick",
+            )
+        )
+        return []
+    cur.unrequested = []
+    return requests_for(landed, channel.group, channel.partitions)
 
 
 def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.SensorDefinition:
     """The sensor of one channel group."""
     sync = sync or load_config()
-    settings = sync.settings
-    objects = [o for o in sync.group_objects(group.name) if o.mode == "cdc"]
-    names = [o.name for o in objects]
-    partitions = daily_partitions(settings.partitions_start)
-    margin_ms = settings.rebackfill_margin_minutes * 60_000
-    targets = [asset_key(layer, n) for n in names for layer in LAYERS]
+    channel = CdcChannel.of(group, sync)
+    pii = {o.name: list(o.pii_fields) for o in sync.group_objects(group.name) if o.mode == "cdc"}
 
     @dg.sensor(
         name=f"cdc_{group.name}",
         description=(
-            f"Drains {group.channel} ({', '.join(names)}) every ~{group.interval_seconds} s, "
-            "lands micro-batches and requests raw -> current -> scd2 runs for them; repairs "
-            "gaps by REST and overflows / expired replay ids by a targeted re-backfill."
+            f"Drains {group.channel} ({', '.join(channel.objects)}) every "
+            f"~{group.interval_seconds} s, lands micro-batches and requests raw -> current -> "
+            "scd2 runs for them; repairs gaps by REST and overflows / expired replay ids by a "
+            "targeted re-backfill."
         ),
         minimum_interval_seconds=group.interval_seconds,
-        target=targets,
+        target=[key for n in channel.objects for key in object_keys(n)],
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _cdc(
@@ -229,143 +330,21 @@ def build_cdc_sensor(group: ChannelGroup, sync: SyncConfig | None = None) -> dg.
         salesforce: SalesforceResource,
         landing: LandingResource,
     ) -> dg.SensorResult:
-        from resources.salesforce.errors import ReplayIdExpiredError
-        from resources.salesforce.pubsub import ReplayPolicy
-        from resources.salesforce.to_changes import land_cdc, land_rest_snapshots
-
-        cur = _load_cursor(context.cursor)
-        store = landing.store()
-        client = salesforce.client({o.name: list(o.pii_fields) for o in objects})
-        requests: list[dg.RunRequest] = []
-        now_s = time.time()
+        client = salesforce.client(pii)
         try:
-            specs = _specs(client, store, names)
-            replay = bytes.fromhex(cur["replay"]) if cur["replay"] else None
-            policy = None if replay else ReplayPolicy(cur["policy"])
-            try:
-                result = client.pubsub.drain(
-                    group.channel,
-                    replay,
-                    policy=policy,
-                    max_events=group.max_events,
-                    max_seconds=group.max_seconds,
-                )
-            except ReplayIdExpiredError:
-                # Outage past retention (72 h): take new events from now on, and re-read
-                # what was missed with Bulk once it is older than the read lag.
-                context.log.warning(
-                    "%s: stored replay id expired; resubscribing at LATEST and scheduling a "
-                    "re-backfill of %s",
-                    group.channel,
-                    ", ".join(names),
-                )
-                last = cur["last_commit_ms"] or int(now_s * 1000)
-                for name in names:
-                    cur["pending"].append(
-                        {
-                            "object": name,
-                            "since_ms": last - margin_ms,
-                            "reason": "replay-id-expired",
-                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
-                        }
-                    )
-                cur["replay"], cur["policy"] = None, "LATEST"
-                cur["unpositioned_since_ms"] = int(now_s * 1000)
-                result = client.pubsub.drain(
-                    group.channel,
-                    None,
-                    policy=ReplayPolicy.LATEST,
-                    max_events=group.max_events,
-                    max_seconds=group.max_seconds,
-                )
-            rows = [r for r in result.rows if r.entity in specs]
-            stale = _unknown_fields(rows, specs)
-            if stale:
-                specs.update(_specs(client, store, sorted(stale), refresh=stale))
-            manifests = land_cdc(store, group.channel, rows, {n: s for n, (s, _) in specs.items()})
-            if result.gaps:
-                tag = (
-                    "-".join(r.replay_id_bytes.hex() for r in (rows[0], rows[-1]))
-                    if rows
-                    else f"{int(now_s)}"
-                )
-                manifests += land_rest_snapshots(
-                    client, store, group.channel, result.gaps, specs, tag, "gap events"
-                )
-                context.log.info(
-                    "%s: REST repair of gap events for %s",
-                    group.channel,
-                    ", ".join(sorted(result.gaps)),
-                )
-            for entity, commit_ms in result.overflows.items():
-                if entity in specs:
-                    context.log.warning(
-                        "%s: overflow event for %s; re-backfill scheduled", group.channel, entity
-                    )
-                    cur["pending"].append(
-                        {
-                            "object": entity,
-                            "since_ms": commit_ms - margin_ms,
-                            "reason": "overflow",
-                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
-                        }
-                    )
-            # Landed batches wait in the cursor while a run of this group is still queued:
-            # the next free run takes them all, so a slow queue means bigger runs, not more.
-            landed = [*map(Landed.from_json, cur["unrequested"]), *map(Landed.of, manifests)]
-            if landed and _group_run_queued(context.instance, group.name):
-                cur["unrequested"] = [b.to_json() for b in landed]
-                context.log.info(
-                    "%s: a run is still queued; %d batch(es) wait for the next tick",
-                    group.channel,
-                    len(landed),
-                )
-            else:
-                requests += requests_for(landed, group.name, partitions)
-                cur["unrequested"] = []
-            commits = [r.commit_ts for r in rows]
-            if commits:
-                cur["last_commit_ms"] = max([*commits, cur["last_commit_ms"] or 0])
-            if result.replay_id:
-                since = cur["unpositioned_since_ms"]
-                if since is not None and since < int(now_s * 1000):
-                    # A quiet LATEST drain gives no replay id, so every later tick
-                    # subscribed at LATEST again and lost what was committed between two
-                    # drains; the expiry re-backfill had read only up to its own start.
-                    # Re-read from the resubscribe now that there is a position.
-                    context.log.warning(
-                        "%s: replay position regained; re-backfilling %s from the resubscribe",
-                        group.channel,
-                        ", ".join(names),
-                    )
-                    cur["pending"] += [
-                        {
-                            "object": name,
-                            "since_ms": since - margin_ms,
-                            "reason": "replay-id-expired",
-                            "not_before": now_s + settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
-                        }
-                        for name in names
-                    ]
-                cur["unpositioned_since_ms"] = None
-                cur["replay"], cur["policy"] = result.replay_id.hex(), "CUSTOM"
+            tick = drain_tick(
+                client,
+                landing.store(),
+                channel,
+                CdcCursor.from_json(context.cursor),
+                time.time(),
+                lambda: _group_run_queued(context.instance, group.name),
+            )
         finally:
             client.close()
-        due = [p for p in cur["pending"] if p["not_before"] <= now_s]
-        cur["pending"] = [p for p in cur["pending"] if p["not_before"] > now_s]
-        requests += [
-            rebackfill_request(p["object"], int(p["since_ms"]), p["reason"], partitions)
-            for p in due
-        ]
-        context.log.info(
-            "%s: %d event(s), %d micro-batch(es), %d run request(s), replay id %s",
-            group.channel,
-            result.events,
-            len(manifests),
-            len(requests),
-            cur["replay"],
-        )
-        return dg.SensorResult(run_requests=requests, cursor=dumps(cur))
+        for line in tick.logs:
+            (context.log.warning if line.level == "warning" else context.log.info)(line.message)
+        return dg.SensorResult(run_requests=tick.requests, cursor=tick.cursor.to_json())
 
     return _cdc
 
@@ -378,6 +357,32 @@ def cdc_sensors(sync: SyncConfig | None = None) -> list[dg.SensorDefinition]:
         for name, group in sync.channel_groups.items()
         if any(o.mode == "cdc" for o in sync.group_objects(name))
     ]
+
+
+def poll_tick(
+    polled: list[SObjectConfig],
+    last_polled_ms: dict[str, int],
+    now_ms: int,
+    lag_ms: int,
+    partitions: dg.DailyPartitionsDefinition,
+) -> tuple[list[dg.RunRequest], dict[str, int]]:
+    """One tick of the polling sensor: a re-backfill of each polled object whose interval
+    has passed, and the new cursor (object -> last poll time, ms)."""
+    cursor = dict(last_polled_ms)
+    requests = []
+    for o in polled:
+        last = cursor.get(o.name)
+        interval_ms = o.poll_minutes * 60_000
+        if last is not None and now_ms - last < interval_ms:
+            continue
+        # Overlap one poll interval plus the lag: a re-read of the same rows is a no-op.
+        since = (last or now_ms) - interval_ms - lag_ms
+        request = rebackfill_request(o.name, since, "polling", partitions)
+        # Keyed by poll time: the second poll starts where the first did (both from
+        # the first poll's time), and the daemon drops a request whose key it has seen.
+        requests.append(request.with_replaced_attrs(run_key=f"polling:{o.name}:{now_ms}"))
+        cursor[o.name] = now_ms
+    return requests, cursor
 
 
 def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None:
@@ -393,24 +398,13 @@ def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None
     @dg.sensor(
         name="sfdc_polling",
         minimum_interval_seconds=60,
-        target=[asset_key(layer, o.name) for o in polled for layer in LAYERS],
+        target=[key for o in polled for key in object_keys(o)],
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        cur = json.loads(context.cursor) if context.cursor else {}
+        last = json.loads(context.cursor) if context.cursor else {}
         now_ms = int(time.time() * 1000)
-        requests = []
-        for o in polled:
-            last = cur.get(o.name)
-            if last is not None and now_ms - last < o.poll_minutes * 60_000:
-                continue
-            # Overlap one poll interval plus the lag: a re-read of the same rows is a no-op.
-            since = (last or now_ms) - o.poll_minutes * 60_000 - lag_ms
-            request = rebackfill_request(o.name, since, "polling", partitions)
-            # Keyed by poll time: the second poll starts where the first did (both from
-            # the first poll's time), and the daemon drops a request whose key it has seen.
-            requests.append(request.with_replaced_attrs(run_key=f"polling:{o.name}:{now_ms}"))
-            cur[o.name] = now_ms
-        return dg.SensorResult(run_requests=requests, cursor=dumps(cur))
+        requests, cursor = poll_tick(polled, last, now_ms, lag_ms, partitions)
+        return dg.SensorResult(run_requests=requests, cursor=dumps(cursor))
 
     return _poll

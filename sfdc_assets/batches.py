@@ -17,6 +17,7 @@ is rewritten with the same content, registering is an upsert of unapplied rows).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import re
@@ -130,9 +131,7 @@ def read_validated(landing: LandingStore, ref: PartRef) -> pa.Table:
         return pq.read_table(io.BytesIO(fh.read()))
 
 
-# --- the ledger ---------------------------------------------------------------------------
-
-
+# The ledger, `sfdc_meta.raw_batches`: one row per validated part, what the apply step reads.
 def _t(warehouse: Warehouse) -> str:
     return qualified(warehouse, warehouse.schema_names.meta, LEDGER)
 
@@ -151,7 +150,7 @@ def _date(value: dt.date) -> str:
 
 def ensure_ledger(warehouse: Warehouse) -> None:
     """Create `sfdc_meta.raw_batches` if absent."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = functools.partial(quote, warehouse)
     warehouse.ensure_schemas()
     warehouse.execute(
         f"CREATE TABLE IF NOT EXISTS {_t(warehouse)} ("
@@ -183,7 +182,7 @@ class LedgerRow:
 
 def register(warehouse: Warehouse, row: LedgerRow) -> None:
     """Record a validated part (replaces an unapplied record of it; an applied one stays)."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = functools.partial(quote, warehouse)
     where = (
         f"{q('object_name')} = {_lit(row.object_name)} AND {q('part_key')} = {_lit(row.ref.key)}"
     )
@@ -204,7 +203,7 @@ def register(warehouse: Warehouse, row: LedgerRow) -> None:
 
 def pending(warehouse: Warehouse, object_name: str, start: dt.date, end: dt.date) -> list[PartRef]:
     """Valid, unapplied parts whose change days overlap `[start, end)`, oldest first."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = functools.partial(quote, warehouse)
     rows = warehouse.query(
         f"SELECT {q('part_key')} FROM {_t(warehouse)} WHERE {q('object_name')} = "
         f"{_lit(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL "
@@ -218,7 +217,7 @@ def mark_applied(
     warehouse: Warehouse, object_name: str, ref: PartRef, batch_id: str, now: dt.datetime
 ) -> None:
     """Stamp a part as applied to current and scd2."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = functools.partial(quote, warehouse)
     warehouse.execute(
         f"UPDATE {_t(warehouse)} SET {q('applied_at')} = {_ts(now)}, "
         f"{q('apply_batch_id')} = {_lit(batch_id)} WHERE {q('object_name')} = "
@@ -232,7 +231,7 @@ def quarantine(
     """Insert quarantined rows (change_id, record_id, reason, payload); idempotent per batch."""
     if rows.height == 0:
         return 0
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = functools.partial(quote, warehouse)
     data = rows.select(
         pl.col("change_id").cast(pl.String),
         pl.col("record_id").cast(pl.String),

@@ -24,17 +24,20 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
+# Check names are constants in keys.py, beside the asset keys the sensors request them with.
+from sfdc_assets.keys import (
+    CDC_LAG,
+    CURRENT_ID_UNIQUE,
+    RECONCILE,
+    SALESFORCE_POOL,
+    reconcile_check,
+)
 from sync_engine.warehouse import RECORD_ID_RE
 
 if TYPE_CHECKING:  # pragma: no cover
     from resources.salesforce.rest import ObjectDescribe
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
-
-RAW_VALID = "raw_batch_valid"
-CURRENT_ID_UNIQUE = "current_id_unique"
-CDC_LAG = "cdc_lag"
-RECONCILE = "live_count_matches_salesforce"
 
 SOURCES = ("cdc", "bulk", "rest", "delete_scan")
 # FILL: a column-only read of fields new to the warehouse (sync_engine.changes.fill_change).
@@ -323,7 +326,7 @@ def live_count_check(
             "repaired by a re-backfill of the affected range)."
         ),
         required_resource_keys={"warehouse", "salesforce"},
-        pool="salesforce_api",
+        pool=SALESFORCE_POOL,
         blocking=False,
     )
     def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -375,10 +378,7 @@ RECONCILE_CRON = "17 * * * *"
 
 def reconcile_schedule(sync: Any) -> dg.ScheduleDefinition:
     """Runs every object's `live_count_matches_salesforce` check hourly."""
-    keys = [
-        dg.AssetCheckKey(dg.AssetKey(["salesforce", "current", o.key_name]), RECONCILE)
-        for o in sync.objects
-    ]
+    keys = [reconcile_check(o) for o in sync.objects]
     job = dg.define_asset_job(RECONCILE_JOB, selection=dg.AssetSelection.checks(*keys))
     return dg.ScheduleDefinition(
         job=job, cron_schedule=RECONCILE_CRON, default_status=dg.DefaultScheduleStatus.RUNNING

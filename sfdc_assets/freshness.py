@@ -4,8 +4,10 @@ Each object's ``current`` asset gets ``FreshnessPolicy.time_window(fail_window=N
 the FreshnessDaemon (``dagster dev`` / dagster-daemon) marks it FAIL when its last
 materialization is older than N minutes, the UI shows it, and ``sensors.alerts`` posts one
 Slack message per stale incident. N comes from the object's ``freshness_minutes`` in
-``sfdc_assets/objects.yaml``; without one, the defaults below (the business targets)
-apply, and an object in neither gets no policy.
+``sfdc_assets/objects.yaml``, the one source of freshness targets: the ``cdc_lag`` check
+uses the same minutes (``target_minutes``), and a test pins the dbt sources' freshness
+(``dbt/models/staging/salesforce/__sources.yml``) to them. Without a configured value, the
+defaults below (the business targets) apply, and an object in neither gets no policy.
 
 Only ``current`` carries the policy: it is what consumers query, and raw/scd2 are written by
 the same runs, so a second policy on them would only repeat the same alert.
@@ -18,6 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+
+from sfdc_assets.keys import asset_key
 
 # DESIGN §1: Opportunity/OpportunityLineItem P95 < 10 min from commit to queryable;
 # activities (Task, Event) < 60 min.
@@ -34,7 +38,7 @@ _MIN_MINUTES = 1
 
 def current_key(object_name: str) -> dg.AssetKey:
     """The current-layer asset key of an object (the platform's naming, DESIGN §3)."""
-    return dg.AssetKey(["salesforce", FRESHNESS_LAYER, object_name.lower()])
+    return asset_key(FRESHNESS_LAYER, object_name)
 
 
 def _configured_objects() -> Iterable[Any]:
@@ -83,6 +87,11 @@ def freshness_minutes(objects: Iterable[Any] | None = None) -> dict[str, int]:
             )
         result[name] = int(minutes)
     return result
+
+
+def target_minutes(obj: Any) -> int | None:
+    """The freshness target of one object config: configured, else the default, else None."""
+    return freshness_minutes([obj]).get(_field(obj, "name", "api_name", "sobject", "object"))
 
 
 def freshness_policies(

@@ -25,9 +25,7 @@ from sensors.automation import (
     bootstrap_sensor,
     dbt_refresh_sensor,
 )
-from sensors.cdc import run_checks
-from sfdc_assets.assets import LAYERS, OBJECT_TAG, asset_key
-from sfdc_assets.checks import RECONCILE
+from sfdc_assets.keys import LAYERS, OBJECT_TAG, RECONCILE, asset_key, run_checks
 from sfdc_assets.objects import SyncConfig, parse_config
 from tests.sfdc_assets.harness import IN_MEMORY_EVENTS
 

@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 
 from sensors import cdc
-from sfdc_assets.assets import OBJECT_TAG
+from sfdc_assets.keys import OBJECT_TAG
 from sfdc_assets.objects import SyncConfig
 from tests.sfdc_assets.harness import NOT_IN_CDC, Platform, differences, start_platform
 

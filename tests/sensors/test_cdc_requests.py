@@ -1,4 +1,4 @@
-"""`sensors.cdc.requests_for`: one tick's landed micro-batches -> one run per (source, day).
+"""`sensors.run_requests.requests_for`: a tick's landed micro-batches -> one run per (source, day).
 
 Pure: real `Manifest`s (no files behind them), the real partitions definition and the real
 assets' op names; no emulator, no instance.
@@ -14,9 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resources.landing import Manifest
-from sensors.cdc import GROUP_TAG, OBJECTS_TAG, requests_for, run_checks
-from sfdc_assets.assets import LAYERS, asset_key, build_assets
-from sfdc_assets.checks import CDC_LAG, CURRENT_ID_UNIQUE, RAW_VALID
+from sensors.run_requests import requests_for
+from sfdc_assets.assets import build_assets
+from sfdc_assets.keys import (
+    CDC_LAG,
+    CURRENT_ID_UNIQUE,
+    GROUP_TAG,
+    LAYERS,
+    OBJECTS_TAG,
+    RAW_VALID,
+    asset_key,
+    run_checks,
+)
 from sfdc_assets.objects import parse_config
 from sfdc_assets.partitions import daily_partitions
 

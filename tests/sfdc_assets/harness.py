@@ -21,7 +21,8 @@ import polars as pl
 
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.salesforce.resource import SalesforceResource
-from sfdc_assets.assets import LAYERS, asset_key, build_assets
+from sfdc_assets.assets import build_assets
+from sfdc_assets.keys import LAYERS, asset_key
 from sfdc_assets.objects import SyncConfig, load_config
 from sfdc_assets.resources import LandingResource
 

@@ -17,8 +17,7 @@ import pytest
 
 from resources.landing import BatchRef
 from sensors.cdc import cdc_sensors
-from sfdc_assets.assets import asset_key
-from sfdc_assets.checks import RAW_VALID
+from sfdc_assets.keys import RAW_VALID, asset_key
 from tests.sfdc_assets.harness import (
     NOT_IN_CDC,
     OBJECTS,
@@ -223,7 +222,7 @@ def test_a_new_field_is_filled_for_existing_rows_and_a_later_cdc_change_still_wi
 
 
 def test_scd2_holds_every_version_of_the_raw_changes(platform: Platform) -> None:
-    from sfdc_assets.assets import registry_spec
+    from sfdc_assets.describe import registry_spec
     from sync_engine.reference_fold import fold
 
     wh = platform.warehouse()

@@ -13,6 +13,7 @@ from sfdc_assets.freshness import (
     current_key,
     freshness_minutes,
     freshness_policies,
+    target_minutes,
 )
 
 
@@ -110,3 +111,9 @@ def test_the_shipped_objects_config_gives_revenue_ten_minutes_and_activities_six
         "Task": 60,
         "Event": 60,
     }
+
+
+def test_the_cdc_lag_target_of_an_object_is_its_freshness_target() -> None:
+    assert target_minutes({"name": "Contact", "freshness_minutes": 30}) == 30
+    assert target_minutes({"name": "Opportunity"}) == DEFAULT_FRESHNESS_MINUTES["Opportunity"]
+    assert target_minutes({"name": "Lead"}) is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sfdc_assets.assets import asset_key, build_object_assets
+from sfdc_assets.assets import build_object_assets
+from sfdc_assets.keys import asset_key
 from sfdc_assets.objects import load_config, parse_config
 
 BASE = """

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from sfdc_assets.assets import asset_key
-from sfdc_assets.checks import RECONCILE
+from sfdc_assets.keys import RECONCILE, asset_key
 from tests.sfdc_assets.harness import QUIET, Platform, start_platform
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,38 @@
+"""sfdc_assets/keys.py: the names sensors use are the names the factory builds."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sfdc_assets import keys
+from sfdc_assets.assets import build_object_assets
+from sfdc_assets.objects import load_config
+
+
+def _built(name: str) -> list[dg.AssetsDefinition]:
+    sync = load_config()
+    return [a for a in build_object_assets(sync.objects_by_name()[name], sync)]
+
+
+def test_the_raw_op_name_the_sensors_configure_is_the_raw_asset_s_op() -> None:
+    raw, current_scd2, _ = _built("OpportunityLineItem")
+
+    assert raw.op.name == keys.raw_op_name("OpportunityLineItem")
+    assert raw.op.name == "salesforce__raw__opportunitylineitem"
+    assert current_scd2.op.name == keys.current_scd2_op_name("OpportunityLineItem")
+
+
+def test_every_check_a_sync_run_requests_is_one_the_factory_built() -> None:
+    built = {spec.key for a in _built("Opportunity") for spec in a.check_specs}
+
+    assert set(keys.run_checks("Opportunity")) <= built
+    assert keys.reconcile_check("Opportunity") in built
+
+
+def test_keys_are_the_same_for_a_config_and_its_api_name() -> None:
+    obj = load_config().objects_by_name()["Account"]
+
+    assert keys.object_keys(obj) == keys.object_keys("Account")
+    assert keys.object_keys("Account")[0] == dg.AssetKey(["salesforce", "raw", "account"])
+    assert keys.apply_pool(obj) == "sfdc_apply_account"
+    assert keys.run_tags(obj) == {keys.OBJECT_TAG: "Account"}
