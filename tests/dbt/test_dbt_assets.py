@@ -1,14 +1,18 @@
 """sfdc_assets.dbt_assets: how Dagster sees the dbt project, and that loading it is cheap."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster_dbt import DbtProject
 
+from resources.duckdb_warehouse import DEFAULT_DUCKDB_PATH
 from sfdc_assets import dbt_assets
+from sfdc_assets.freshness import freshness_minutes
 from tests.dbt.harness import OBJECTS, create_tables, engine, once, query
 
 pytestmark = pytest.mark.xdist_group("dbt")
@@ -109,6 +113,59 @@ def test_a_relative_duckdb_path_is_made_absolute_for_dbt(tmp_path):
 def test_the_dbt_target_follows_sfdc_env():
     assert dbt_assets.dbt_target({}) == "local"
     assert dbt_assets.dbt_target({"SFDC_ENV": "prod"}) == "prod"
+
+
+def test_the_dbt_target_is_a_profiles_yml_output_whatever_the_case_of_sfdc_env():
+    """Regression: SFDC_ENV=PROD gave the dbt target `PROD`, which profiles.yml lacks."""
+    assert dbt_assets.dbt_target({"SFDC_ENV": "PROD"}) == "prod"
+    assert dbt_assets.dbt_target({"SFDC_ENV": " Local "}) == "local"
+    with pytest.raises(ValueError, match="SFDC_ENV must be local or prod"):
+        dbt_assets.dbt_target({"SFDC_ENV": "staging"})
+
+
+def test_dbt_by_hand_picks_the_profile_target_sfdc_env_names_in_any_case(tmp_path):
+    env = {
+        **os.environ,
+        "SFDC_ENV": " LOCAL ",
+        "DBT_PROFILES_DIR": str(dbt_assets.DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    proc = subprocess.run(
+        [dbt_assets.DBT_EXECUTABLE, "parse", "--quiet", "--target-path", str(tmp_path / "t")],
+        cwd=dbt_assets.DBT_PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dbt_is_always_given_the_engine_s_duckdb_file_locally(tmp_path):
+    var = "WAREHOUSE_DUCKDB_PATH"
+    assert dbt_assets.dbt_env({}, tmp_path) == {
+        var: str((tmp_path / DEFAULT_DUCKDB_PATH).resolve())
+    }
+    assert dbt_assets.dbt_env({var: "w.duckdb"}, tmp_path) == {var: str(tmp_path / "w.duckdb")}
+    assert dbt_assets.dbt_env({var: "/abs/w.duckdb"}, tmp_path) == {var: "/abs/w.duckdb"}
+    assert dbt_assets.dbt_env({"SFDC_ENV": "prod"}, tmp_path) == {}
+
+
+def test_dbt_source_freshness_follows_each_object_s_freshness_minutes():
+    """objects.yaml is the one source: warn at the target, error at three times it."""
+    path = dbt_assets.DBT_PROJECT_DIR / "models" / "staging" / "salesforce" / "__sources.yml"
+    sources = yaml.safe_load(path.read_text())["sources"]
+    current = next(s for s in sources if s["name"] == "salesforce")
+    thresholds = {t["name"]: t["config"]["freshness"] for t in current["tables"]}
+
+    assert thresholds == {
+        name.lower(): {
+            "warn_after": {"count": minutes, "period": "minute"},
+            "error_after": {"count": 3 * minutes, "period": "minute"},
+        }
+        for name, minutes in freshness_minutes().items()
+    }
 
 
 def test_materializing_the_dbt_assets_records_their_checks(sfdc_dbt, tmp_path, monkeypatch):
