@@ -352,7 +352,7 @@ def test_without_suppression_the_erase_leaves_no_suppression_entry(env):
 def test_the_dagster_job_erases_and_audits(env):
     wh, landing = env
     wh.close()  # the job opens the same DuckDB file: one connection at a time
-    # As the code location's PLUGINS entry joins it: merged with the location's resources.
+    # As definitions.py merges it: with the location's resources.
     resources = dg.Definitions(
         resources={
             "warehouse": DuckDBWarehouse(path=wh.path),
