@@ -35,10 +35,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sync_engine import statements as st
 from sync_engine.changes import conform_batch
-from sync_engine.dialect import sql_for
+from sync_engine.dialect import SqlDialect, dialect_of
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
-from sync_engine.warehouse import Warehouse
+from sync_engine.warehouse import SchemaNames, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,14 @@ def default_batch_id(batch: pa.Table) -> str:
 
 
 def _stage(
-    spec: ObjectSpec, batch: pa.Table, batch_id: str, now: dt.datetime, dialect: str
+    spec: ObjectSpec, batch: pa.Table, batch_id: str, now: dt.datetime, d: SqlDialect
 ) -> pa.Table:
     """The batch with this apply's batch_id and the ingested_at default.
 
-    Snowflake's stage also gets one `<col>__set` flag per state column and set_fields as
-    JSON text; DuckDB computes the flags in SQL (`duckdb_sql.select_to_apply`), so its
-    stage is the batch's own buffers plus two columns.
+    A flat stage (Snowflake's upload) also gets one `<col>__set` flag per state column and
+    set_fields as JSON text; otherwise (DuckDB) the flags are computed in SQL
+    (`statements.select_to_apply`), so the stage is the batch's own buffers plus two
+    columns.
     """
     # The applied-ledger check keys on raw.batch_id, so it must be this apply's id.
     ingested = batch.column("ingested_at")
@@ -140,7 +142,7 @@ def _stage(
         "ingested_at",
         pc.fill_null(ingested, pa.scalar(now, ingested.type)),
     )
-    if dialect != "snowflake":
+    if not d.flat_stage:
         return batch
     df = pl.from_arrow(batch)
     assert isinstance(df, pl.DataFrame)
@@ -153,7 +155,7 @@ def _stage(
         .list.contains(pl.lit(IS_DELETED_FIELD))
         .alias(IS_DELETED_COLUMN + "__set")
     )
-    # Snowflake's stage holds set_fields as JSON text; raw parses it into an ARRAY.
+    # The flat stage holds set_fields as JSON text; raw parses it into an ARRAY.
     text = [json.dumps(v) for v in batch.column("set_fields").to_pylist()]
     df = df.with_columns(*flags, pl.Series("set_fields", text, dtype=pl.String))
     return df.to_arrow()
@@ -299,8 +301,8 @@ def _staged_chunk(
     statements scan its Arrow buffers in place (a 1M-row backfill spent ~1.2 s copying
     them into a temp table, then read them once for raw and once for the apply table).
     """
-    sql = sql_for(warehouse)
-    stage = _stage(spec, _conformed(spec, chunk), chunk_id, now, warehouse.dialect)
+    d = dialect_of(warehouse)
+    stage = _stage(spec, _conformed(spec, chunk), chunk_id, now, d)
     days = stage.column("change_date")
     staged = _Staged(chunk_id, stage.num_rows, pc.min(days).as_py(), pc.max(days).as_py())
     if unique and warehouse.register_arrow(BATCH_TABLE, stage):
@@ -312,10 +314,10 @@ def _staged_chunk(
     if unique:
         # Already one row per change_id: load it as the deduped batch and skip
         # dedupe_batch's window over it (~1 s for a 1M-row batch).
-        warehouse.load_temp_table(BATCH_TABLE, sql.stage_ddl(spec), stage)
+        warehouse.load_temp_table(BATCH_TABLE, st.stage_ddl(d, spec), stage)
     else:
-        warehouse.load_temp_table("sfdc_tmp_stage", sql.stage_ddl(spec), stage)
-        warehouse.execute(sql.dedupe_batch())
+        warehouse.load_temp_table("sfdc_tmp_stage", st.stage_ddl(d, spec), stage)
+        warehouse.execute(st.dedupe_batch(d))
     del stage, days  # loaded: memory follows the temp table, not this copy
     yield staged
 
@@ -325,10 +327,10 @@ def _raw_took_all(warehouse: Warehouse, spec: ObjectSpec, batch_id: str, inserte
 
     Then every row's raw copy carries this unlogged batch id: all of them are to apply.
     """
-    sql = sql_for(warehouse)
     if inserted <= 0:
         return False
-    rows = warehouse.query(f"SELECT COUNT(*) FROM {sql.q(BATCH_TABLE)}")[0][0]
+    d = dialect_of(warehouse)
+    rows = warehouse.query(f"SELECT COUNT(*) FROM {d.q(BATCH_TABLE)}")[0][0]
     return rows == inserted and not _logged(warehouse, spec, batch_id)
 
 
@@ -343,23 +345,23 @@ def _raw_holds_chunk(warehouse: Warehouse, spec: ObjectSpec, staged: _Staged) ->
     (`_chunk_id`), so raw rows carrying that id are some of this chunk's rows, and as
     many rows as the chunk holds means all of them.
     """
-    sql = sql_for(warehouse)
-    q = sql.q
+    d = dialect_of(warehouse)
+    q = d.q
     held = warehouse.query(
-        f"SELECT COUNT(*) FROM {sql.t(warehouse.schema_names.raw, spec.table)} "
-        f"WHERE {q('change_date')} BETWEEN {sql.date(staged.dmin)} AND {sql.date(staged.dmax)} "
-        f"AND {q('batch_id')} = '{staged.batch_id}'"
+        f"SELECT COUNT(*) FROM {d.table(warehouse.schema_names.raw, spec.table)} "
+        f"WHERE {q('change_date')} BETWEEN {d.date_literal(staged.dmin)} "
+        f"AND {d.date_literal(staged.dmax)} AND {q('batch_id')} = {d.string(staged.batch_id)}"
     )[0][0]
     return held == staged.rows and not _logged(warehouse, spec, staged.batch_id)
 
 
 def _logged(warehouse: Warehouse, spec: ObjectSpec, batch_id: str) -> bool:
     """Is `batch_id` in load_log (applied) for this object?"""
-    sql = sql_for(warehouse)
-    log_table = sql.t(warehouse.schema_names.meta, "load_log")
+    d = dialect_of(warehouse)
+    log_table = d.table(warehouse.schema_names.meta, "load_log")
     logged = warehouse.query(
-        f"SELECT COUNT(*) FROM {log_table} WHERE {sql.q('object_name')} = '{spec.name}' "
-        f"AND {sql.q('batch_id')} = '{batch_id}'"
+        f"SELECT COUNT(*) FROM {log_table} WHERE {d.q('object_name')} = {d.string(spec.name)} "
+        f"AND {d.q('batch_id')} = {d.string(batch_id)}"
     )[0][0]
     return logged > 0
 
@@ -379,7 +381,7 @@ def _checkpoint_if_big(warehouse: Warehouse, written: int) -> None:
     Snowflake has no checkpoint; DuckDB's CHECKPOINT does not fail on an open transaction
     elsewhere (it is then skipped), and the rows are committed already either way.
     """
-    if warehouse.dialect != "duckdb" or written < CHECKPOINT_ROWS:
+    if not dialect_of(warehouse).checkpoints or written < CHECKPOINT_ROWS:
         return
     path = warehouse.query(
         "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
@@ -408,12 +410,12 @@ def append_raw(
     prepared = _prepare(spec, batch, batch_id)
     if not prepared.rows:
         return 0
-    sql = sql_for(warehouse)
+    d = dialect_of(warehouse)
     inserted = 0
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS):
         with _staged_chunk(warehouse, spec, chunk, chunk_id, unique, now) as staged:
             added = warehouse.execute(
-                sql.insert_raw(spec, warehouse.schema_names, staged.dmin, staged.dmax)
+                st.insert_raw(d, spec, warehouse.schema_names, staged.dmin, staged.dmax)
             )
         _checkpoint_if_big(warehouse, added)
         inserted += added
@@ -467,108 +469,193 @@ def _apply_chunk(
     unique: bool,
     now: dt.datetime,
 ) -> ApplyResult:
-    """apply_batch for one chunk of whole records: stage, raw, fold, one write transaction."""
-    sql = sql_for(warehouse)
-    s = warehouse.schema_names
-    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now) as staged:
-        dmin, dmax = staged.dmin, staged.dmax
-        result = ApplyResult(batch_id=batch_id, changes=staged.rows)
-        if unique and _raw_holds_chunk(warehouse, spec, staged):
-            # Appended by append_raw (or by a run that crashed before its merge): the
-            # raw append would insert nothing, and every row is to apply.
-            _after_raw_append()
-            warehouse.execute(sql.select_all_to_apply(spec))
-        else:
-            result.raw_inserted = warehouse.execute(sql.insert_raw(spec, s, dmin, dmax))
-            _after_raw_append()
-            if _raw_took_all(warehouse, spec, batch_id, result.raw_inserted):
-                warehouse.execute(sql.select_all_to_apply(spec))
-            else:
-                warehouse.execute(sql.select_to_apply(spec, s, dmin, dmax))
-    # Everything after reads the apply table, not the staged chunk.
-    warehouse.execute(sql.touched())
-    tmp = sql.q
-    result.records, result.applied = warehouse.query(
-        f"SELECT COUNT(*), SUM({tmp('n')}) FROM {tmp('sfdc_tmp_touched')}"
-    )[0]
-    result.applied = int(result.applied or 0)
-    if not result.records:
-        return result
+    """apply_batch for one chunk of whole records: stage and raw, classify, fold, write.
 
-    use_literals = warehouse.dialect == "duckdb" and result.records <= LITERAL_ID_LIMIT
-    if use_literals:
-        touched = [
-            r[0] for r in warehouse.query(f"SELECT {tmp('id')} FROM {tmp('sfdc_tmp_touched')}")
-        ]
-        id_filter = sql.id_list(touched)
-    else:
-        id_filter = f"SELECT {tmp('id')} FROM {tmp('sfdc_tmp_touched')}"
-    warehouse.execute(sql.fetch_current(spec, s, id_filter))
-    warehouse.execute(sql.classify())
-    n_late, n_new = warehouse.query(sql.class_counts())[0]
-    # All new (a backfill): no fold, no read of scd2, no delete from current.
-    all_new = n_new == result.records
-    late_filter = None
-    since = dt.date(1970, 1, 1)
-    if n_late:
-        late_filter = (
-            sql.id_list(
-                [
-                    r[0]
-                    for r in warehouse.query(
-                        f"SELECT {tmp('id')} FROM {tmp('sfdc_tmp_class')} WHERE {tmp('is_late')}"
-                    )
-                ]
-            )
-            if use_literals
-            else f"SELECT {tmp('id')} FROM {tmp('sfdc_tmp_class')} WHERE {tmp('is_late')}"
-        )
-    if not all_new:
-        warehouse.execute(sql.fetch_anchors(spec, s, late_filter))
-        if n_late:
-            # Raw rows after the anchor have change_date >= the anchor's day; a late
-            # record without an anchor is rebuilt from its first change.
-            unanchored, first = warehouse.query(
-                f"SELECT COUNT(*) - COUNT(a.{tmp('id')}), MIN(a.{tmp('valid_from')}) "
-                f"FROM {tmp('sfdc_tmp_class')} c LEFT JOIN {tmp('sfdc_tmp_anchor')} a "
-                f"ON a.{tmp('id')} = c.{tmp('id')} WHERE c.{tmp('is_late')}"
-            )[0]
-            if not unanchored and first is not None:
-                since = first.date()
-        warehouse.execute(sql.build_seq(spec, s, late_filter, since))
-        warehouse.execute(sql.fold(spec))
-        warehouse.execute(sql.history_rows())
-        counts = [int(v or 0) for v in warehouse.query(sql.counts(spec))[0]]
-        result.inserted, result.updated, result.deleted, result.noop, result.late = counts[:5]
-        result.history_rows = counts[5]
-    if n_new:
-        added, deleted = warehouse.query(sql.counts_new(all_new))[0]
+    Everything before `_write` only reads the tables and writes temp tables; `_write` is
+    the one transaction.
+    """
+    d = dialect_of(warehouse)
+    result = ApplyResult(batch_id=batch_id)
+    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now) as staged:
+        result.changes = staged.rows
+        result.raw_inserted = _append_and_select(warehouse, spec, staged, unique)
+    # Everything after reads the apply table, not the staged chunk.
+    classified = _classify(warehouse, spec)
+    if classified is None:
+        return result
+    result.records, result.applied = classified.records, classified.applied
+    if not classified.all_new:
+        folded = _fold(warehouse, spec, classified)
+        result.inserted, result.updated, result.deleted, result.noop = folded[:4]
+        result.late, result.history_rows = folded[4:]
+    if classified.new:
+        added, deleted = warehouse.query(st.counts_new(d, classified.all_new))[0]
         result.inserted += int(added)
         result.deleted += int(deleted or 0)
         result.history_rows += int(added)
+    plan = _plan(warehouse, spec, classified)
+    _write(warehouse, write_statements(d, spec, warehouse.schema_names, plan, result, now))
+    return result
 
+
+def _append_and_select(
+    warehouse: Warehouse, spec: ObjectSpec, staged: _Staged, unique: bool
+) -> int:
+    """Append the staged chunk to raw and fill `sfdc_tmp_apply` with what is still to apply.
+
+    Returns the rows raw took (0 when raw already held the chunk).
+    """
+    d, s = dialect_of(warehouse), warehouse.schema_names
+    if unique and _raw_holds_chunk(warehouse, spec, staged):
+        # Appended by append_raw (or by a run that crashed before its merge): the
+        # raw append would insert nothing, and every row is to apply.
+        _after_raw_append()
+        warehouse.execute(st.select_all_to_apply(d, spec))
+        return 0
+    inserted = warehouse.execute(st.insert_raw(d, spec, s, staged.dmin, staged.dmax))
+    _after_raw_append()
+    if _raw_took_all(warehouse, spec, staged.batch_id, inserted):
+        warehouse.execute(st.select_all_to_apply(d, spec))
+    else:
+        warehouse.execute(st.select_to_apply(d, spec, s, staged.dmin, staged.dmax))
+    return inserted
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What `classify` found for one chunk's touched records, and how statements name them.
+
+    `id_filter` / `late_filter` go inside `id IN (...)`: an inlined list of the touched
+    (late) ids when `literal_ids` (a `point_lookups` dialect, at most LITERAL_ID_LIMIT
+    records: answered from the index), else a subquery over the temp tables.
+    """
+
+    records: int
+    applied: int  # changes to apply
+    late: int
+    new: int
+    id_filter: str
+    late_filter: str | None  # None: no record is late
+    literal_ids: bool
+
+    @property
+    def all_new(self) -> bool:
+        """A backfill chunk: no fold, no read of scd2, no delete from current."""
+        return self.new == self.records
+
+
+def _classify(warehouse: Warehouse, spec: ObjectSpec) -> Classified | None:
+    """Touched records, their current rows and their class (`statements.classify`).
+
+    None when the chunk has nothing to apply (a replay).
+    """
+    d = dialect_of(warehouse)
+    warehouse.execute(st.touched(d))
+    records, applied = warehouse.query(st.touched_counts(d))[0]
+    if not records:
+        return None
+    literal_ids = d.point_lookups and records <= LITERAL_ID_LIMIT
+    id_filter = _id_filter(warehouse, literal_ids, late_only=False)
+    warehouse.execute(st.fetch_current(d, spec, warehouse.schema_names, id_filter))
+    warehouse.execute(st.classify(d))
+    late, new = warehouse.query(st.class_counts(d))[0]
+    late_filter = _id_filter(warehouse, literal_ids, late_only=True) if late else None
+    return Classified(
+        records=int(records),
+        applied=int(applied or 0),
+        late=int(late),
+        new=int(new),
+        id_filter=id_filter,
+        late_filter=late_filter,
+        literal_ids=literal_ids,
+    )
+
+
+def _id_filter(warehouse: Warehouse, literal: bool, *, late_only: bool) -> str:
+    """The touched (or late) ids as an inlined list (`literal`) or as a subquery."""
+    d = dialect_of(warehouse)
+    ids = st.touched_ids(d, late_only=late_only)
+    return d.id_list([r[0] for r in warehouse.query(ids)]) if literal else ids
+
+
+def _fold(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> list[int]:
+    """Fold the records that are not new over their anchors, into `sfdc_tmp_hist` (scd2
+    rows to write) and `sfdc_tmp_fold` (the last row: current).
+
+    Returns inserted, updated, deleted, noop, late and history_rows of those records.
+    """
+    d, s = dialect_of(warehouse), warehouse.schema_names
+    warehouse.execute(st.fetch_anchors(d, spec, s, c.late_filter))
+    since = dt.date(1970, 1, 1)
+    if c.late_filter is not None:
+        # Raw rows after the anchor have change_date >= the anchor's day; a late
+        # record without an anchor is rebuilt from its first change.
+        unanchored, first = warehouse.query(st.anchor_range(d))[0]
+        if not unanchored and first is not None:
+            since = first.date()
+    warehouse.execute(st.build_seq(d, spec, s, c.late_filter, since))
+    warehouse.execute(st.fold(d, spec))
+    warehouse.execute(st.history_rows(d))
+    return [int(v or 0) for v in warehouse.query(st.counts(d, spec))[0]]
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """The write transaction of one chunk, as the choices `write_statements` spells out."""
+
+    id_filter: str  # the touched ids (`Classified.id_filter`)
+    late_filter: str | None  # the late ids; None: no scd2 rebuild
+    merge: bool  # some records were folded: close/insert scd2, replace their current rows
+    new: bool  # some records are new: their one scd2 row and current row, straight
+    close_by_index: bool  # `statements.close_open_versions(by_index=...)`
+
+
+def _plan(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> WritePlan:
+    """Decide the writes; on an indexed dialect, how to close scd2 rows (table size)."""
+    merge = not c.all_new
+    by_index = (
+        merge
+        and c.literal_ids
+        and _history_rows(warehouse, spec) > INDEX_CLOSE_ROWS_PER_ID * c.records
+    )
+    return WritePlan(c.id_filter, c.late_filter, merge, c.new > 0, by_index)
+
+
+def write_statements(
+    d: SqlDialect,
+    spec: ObjectSpec,
+    s: SchemaNames,
+    plan: WritePlan,
+    result: ApplyResult,
+    now: dt.datetime,
+) -> list[str]:
+    """The statements of a chunk's write transaction, in order; the last logs `result`."""
+    out = []
+    if plan.merge:
+        if plan.late_filter is not None:
+            out.append(st.delete_history_after_anchor(d, spec, s, plan.late_filter))
+            out.append(st.reset_anchor_versions(d, spec, s, plan.late_filter))
+        out.append(st.close_open_versions(d, spec, s, plan.id_filter, by_index=plan.close_by_index))
+        out.append(st.insert_history(d, spec, s, now))
+    if plan.new:
+        out.append(st.insert_new_history(d, spec, s, now, not plan.merge))
+    if plan.merge:
+        out.append(st.delete_current(d, spec, s, plan.id_filter))
+        out.append(st.insert_current(d, spec, s, now))
+    if plan.new:
+        out.append(st.insert_new_current(d, spec, s, now, not plan.merge))
+    values = [getattr(result, c) for c in st.LOAD_LOG_COUNTS]
+    out.append(st.insert_load_log(d, s, result.batch_id, spec.name, now, values))
+    return out
+
+
+def _write(warehouse: Warehouse, statements: list[str]) -> None:
+    """Run `statements` in one transaction: all of them or none."""
     warehouse.begin()
     try:
-        if not all_new:
-            if late_filter is not None:
-                warehouse.execute(sql.delete_history_after_anchor(spec, s, late_filter))
-                warehouse.execute(sql.reset_anchor_versions(spec, s, late_filter))
-            by_index = use_literals and _history_rows(
-                warehouse, spec
-            ) > INDEX_CLOSE_ROWS_PER_ID * int(result.records)
-            warehouse.execute(sql.close_open_versions(spec, s, id_filter, by_index=by_index))
-            warehouse.execute(sql.insert_history(spec, s, now))
-        if n_new:
-            warehouse.execute(sql.insert_new_history(spec, s, now, all_new))
-        if not all_new:
-            warehouse.execute(sql.delete_current(spec, s, id_filter))
-            warehouse.execute(sql.insert_current(spec, s, now))
-        if n_new:
-            warehouse.execute(sql.insert_new_current(spec, s, now, all_new))
-        log_values = [getattr(result, c) for c in sql.LOAD_LOG_COUNTS]
-        warehouse.execute(sql.insert_load_log(s, batch_id, spec.name, now, log_values))
+        for statement in statements:
+            warehouse.execute(statement)
         warehouse.commit()
     except BaseException:
         warehouse.rollback()
         raise
-    return result

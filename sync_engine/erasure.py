@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sync_engine.warehouse import RECORD_ID_RE, Warehouse, qualified, quote, validate_identifier
+from sync_engine.dialect import dialect_of
+from sync_engine.warehouse import RECORD_ID_RE, Warehouse, qualified, validate_identifier
 
 ERASURES = "erasures"
 SUPPRESSIONS = "erasure_suppressions"
@@ -95,22 +96,13 @@ def _hash_raw(record_id: str) -> str:
     return hashlib.sha256(record_id.encode()).hexdigest()
 
 
-def _param(warehouse: Warehouse) -> str:
-    # DuckDB binds `?`; the Snowflake connector's default paramstyle is pyformat.
-    return "%s" if warehouse.dialect == "snowflake" else "?"
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _ts(value: dt.datetime) -> str:
-    return f"CAST('{value.isoformat(sep=' ')}' AS TIMESTAMP)"
-
-
 def ensure_tables(warehouse: Warehouse) -> None:
     """Create `sfdc_meta.erasures` and `sfdc_meta.erasure_suppressions` if absent."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = dialect_of(warehouse).q
     meta = warehouse.schema_names.meta
     warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {q(meta)}")
     counts = ", ".join(f"{q(c)} BIGINT NOT NULL" for c in COUNT_COLUMNS)
@@ -132,7 +124,7 @@ def ensure_tables(warehouse: Warehouse) -> None:
 
 def _columns(warehouse: Warehouse, schema: str, table: str) -> set[str]:
     """Lower-case column names of a table (empty: the table does not exist)."""
-    p = _param(warehouse)
+    p = dialect_of(warehouse).param
     rows = warehouse.query(
         "SELECT column_name FROM information_schema.columns "
         f"WHERE UPPER(table_schema) = UPPER({p}) AND UPPER(table_name) = UPPER({p})",
@@ -163,8 +155,8 @@ def resolve_ids(warehouse: Warehouse, table: str, field_name: str, value: str) -
     column = validate_identifier(field_name).lower()
     if not isinstance(value, str) or not value.strip():
         raise InvalidErasureRequestError(f"{field_name}: an empty value matches nothing")
-    p = _param(warehouse)
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    d = dialect_of(warehouse)
+    p, q = d.param, d.q
     selects, params = [], []
     for layer, (schema, id_col) in layer_tables(warehouse, table).items():
         if layer == "quarantine" or column not in _columns(warehouse, schema, table):
@@ -182,14 +174,13 @@ def resolve_ids(warehouse: Warehouse, table: str, field_name: str, value: str) -
     return sorted(r[0] for r in rows if r[0] is not None)
 
 
-def _id_list(ids: Sequence[str]) -> str:
-    # Canonical Ids are letters and digits only (validated): safe as literals.
-    return ", ".join(f"'{canonical_id(i)}'" for i in ids)
+def _id_list(warehouse: Warehouse, ids: Sequence[str]) -> str:
+    return dialect_of(warehouse).id_list([canonical_id(i) for i in ids])
 
 
 def count_subject(warehouse: Warehouse, table: str, ids: Sequence[str]) -> dict[str, int]:
     """Rows of the subject per layer (what `delete_subject` would remove)."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = dialect_of(warehouse).q
     out = {f"{layer}_rows": 0 for layer in ("raw", "current", "history", "quarantine")}
     if not ids:
         return out
@@ -197,7 +188,7 @@ def count_subject(warehouse: Warehouse, table: str, ids: Sequence[str]) -> dict[
         out[f"{layer}_rows"] = int(
             warehouse.query(
                 f"SELECT COUNT(*) FROM {qualified(warehouse, schema, table)} "
-                f"WHERE {q(col)} IN ({_id_list(ids)})"
+                f"WHERE {q(col)} IN ({_id_list(warehouse, ids)})"
             )[0][0]
         )
     return out
@@ -208,7 +199,7 @@ def delete_subject(warehouse: Warehouse, table: str, ids: Sequence[str]) -> dict
 
     Runs inside the caller's transaction (with the audit row), so it is all or nothing.
     """
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    q = dialect_of(warehouse).q
     counts = count_subject(warehouse, table, ids)
     if not ids:
         return counts
@@ -216,7 +207,7 @@ def delete_subject(warehouse: Warehouse, table: str, ids: Sequence[str]) -> dict
         if counts[f"{layer}_rows"]:
             warehouse.execute(
                 f"DELETE FROM {qualified(warehouse, schema, table)} "
-                f"WHERE {q(col)} IN ({_id_list(ids)})"
+                f"WHERE {q(col)} IN ({_id_list(warehouse, ids)})"
             )
     return counts
 
@@ -257,8 +248,8 @@ class ErasureAudit:
 
 def record_erasure(warehouse: Warehouse, audit: ErasureAudit) -> None:
     """Insert the audit row (insert-only: the erase never touches sfdc_meta)."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
-    p = _param(warehouse)
+    d = dialect_of(warehouse)
+    p, q = d.param, d.q
     finished = audit.finished_at or _now()
     counts = ", ".join(str(int(audit.counts.get(c, 0))) for c in COUNT_COLUMNS)
     columns = [
@@ -281,8 +272,8 @@ def record_erasure(warehouse: Warehouse, audit: ErasureAudit) -> None:
         f"INSERT INTO {qualified(warehouse, warehouse.schema_names.meta, ERASURES)} "
         f"({', '.join(q(c) for c in columns)}) VALUES ({p}, {p}, {p}, "
         f"{len(audit.id_hashes)}, {p}, {p}, {p}, {p}, {p}, {counts}, "
-        f"{'TRUE' if audit.suppressed else 'FALSE'}, {p}, {_ts(audit.requested_at)}, "
-        f"{_ts(finished)})",
+        f"{'TRUE' if audit.suppressed else 'FALSE'}, {p}, "
+        f"{d.timestamp_literal(audit.requested_at)}, {d.timestamp_literal(finished)})",
         [
             audit.erasure_id,
             audit.object_name,
@@ -305,7 +296,8 @@ def add_suppressions(
     now: dt.datetime,
 ) -> int:
     """Add Id digests to the suppression list (those already there are kept as they are)."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    d = dialect_of(warehouse)
+    q = d.q
     table = qualified(warehouse, warehouse.schema_names.meta, SUPPRESSIONS)
     have = suppressed_hashes(warehouse, object_name)
     new = sorted(set(hashes) - have)
@@ -313,7 +305,10 @@ def add_suppressions(
         return 0
     validate_identifier(object_name)
     rows = ", ".join(
-        f"('{object_name}', '{h}', '{erasure_id}', {_ts(now)})" for h in new if _is_hex(h)
+        f"({d.string(object_name)}, {d.string(h)}, {d.string(erasure_id)}, "
+        f"{d.timestamp_literal(now)})"
+        for h in new
+        if _is_hex(h)
     )
     warehouse.execute(
         f"INSERT INTO {table} ({q('object_name')}, {q('id_hash')}, {q('erasure_id')}, "
@@ -330,14 +325,15 @@ def _is_hex(value: str) -> bool:
 
 def suppressed_hashes(warehouse: Warehouse, object_name: str) -> frozenset[str]:
     """The Id digests of the object's erased records (empty when nothing was erased)."""
-    q = lambda n: quote(warehouse, n)  # noqa: E731
+    d = dialect_of(warehouse)
+    q = d.q
     meta = warehouse.schema_names.meta
     if not _columns(warehouse, meta, SUPPRESSIONS):
         return frozenset()
     rows = warehouse.query(
         f"SELECT {q('id_hash')} FROM {qualified(warehouse, meta, SUPPRESSIONS)} "
         # API names are case-insensitive: an erase of `contact` suppresses `Contact` rows.
-        f"WHERE LOWER({q('object_name')}) = LOWER({_param(warehouse)})",
+        f"WHERE LOWER({q('object_name')}) = LOWER({d.param})",
         [validate_identifier(object_name)],
     )
     return frozenset(r[0] for r in rows)

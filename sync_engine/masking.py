@@ -44,13 +44,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sync_engine.dialect import DUCKDB, SNOWFLAKE, dialect_of
 from sync_engine.spec import ObjectSpec
 from sync_engine.types import WarehouseType
-from sync_engine.warehouse import (
-    Warehouse,
-    quote_identifier,
-    validate_identifier,
-)
+from sync_engine.warehouse import Warehouse, validate_identifier
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +129,6 @@ def apply_masking(
     raise ValueError(f"unsupported warehouse dialect {warehouse.dialect!r}")
 
 
-# --- DuckDB: masked views -----------------------------------------------------------------
-
-
 def _layer_tables(warehouse: Warehouse) -> tuple[str, ...]:
     s = warehouse.schema_names
     return (s.current, s.history, s.raw, s.quarantine)
@@ -152,7 +146,7 @@ def duckdb_view_sql(
 
     `columns` are (name, DuckDB catalog type) in table order.
     """
-    q = lambda n: quote_identifier(n, "duckdb")  # noqa: E731
+    q = DUCKDB.q
     select = []
     for name, dtype in columns:
         col = q(name)
@@ -212,21 +206,13 @@ def _apply_duckdb(
         )
         if current and current[0][0] == stamp:
             continue
-        view = (
-            f"{quote_identifier(masked_schema(schema), 'duckdb')}."
-            f"{quote_identifier(spec.table, 'duckdb')}"
-        )
-        warehouse.execute(
-            f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(masked_schema(schema), 'duckdb')}"
-        )
+        view = DUCKDB.table(masked_schema(schema), spec.table)
+        warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {DUCKDB.q(masked_schema(schema))}")
         warehouse.execute(view_sql)
         warehouse.execute(f"COMMENT ON VIEW {view} IS '{stamp}'")
         statements += 3
     log.info("%s: masked views refreshed (%d PII columns)", spec.name, len(pii))
     return MaskingResult(tuple(sorted(pii)), statements, tuple(views))
-
-
-# --- Snowflake: masking policies ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -265,7 +251,7 @@ def policy_statements(policy: MaskingPolicy, policy_schema: str) -> list[str]:
     `CREATE OR REPLACE` is refused for a policy attached to columns; `ALTER ... SET BODY`
     is how an attached policy changes.
     """
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     name = f"{q(policy_schema)}.{q(policy.name)}"
     return [
         f"CREATE MASKING POLICY IF NOT EXISTS {name} AS (val {policy.arg_type}) "
@@ -276,7 +262,7 @@ def policy_statements(policy: MaskingPolicy, policy_schema: str) -> list[str]:
 
 def set_policy_statement(schema: str, table: str, column: str, policy_ref: str) -> str:
     """Attach a policy to a column; FORCE replaces any policy it had (idempotent)."""
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     return (
         f"ALTER TABLE {q(schema)}.{q(table)} MODIFY COLUMN {q(column)} "
         f"SET MASKING POLICY {policy_ref} FORCE"
@@ -285,7 +271,7 @@ def set_policy_statement(schema: str, table: str, column: str, policy_ref: str) 
 
 def unset_policy_statement(schema: str, table: str, column: str) -> str:
     """Detach the masking policy of a column no longer configured as PII."""
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     return f"ALTER TABLE {q(schema)}.{q(table)} MODIFY COLUMN {q(column)} UNSET MASKING POLICY"
 
 
@@ -343,7 +329,7 @@ def snowflake_statements(
     `applied` is the ledger: target -> (policy name, body digest), policies included under
     the target `policy:<name>`. Pure (no warehouse), so its output is what the tests see.
     """
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     statements: list[str] = []
     policies = {c.policy.name: c.policy for c in desired}
     for name, policy in sorted(policies.items()):
@@ -364,7 +350,7 @@ def snowflake_statements(
 
 def ensure_ledger(warehouse: Warehouse) -> str:
     """Create `sfdc_meta.masking` (what policy each column carries) if absent."""
-    q = lambda n: quote_identifier(n, warehouse.dialect)  # noqa: E731
+    q = dialect_of(warehouse).q
     meta = warehouse.schema_names.meta
     table = f"{q(meta)}.{q(LEDGER)}"
     warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {q(meta)}")
@@ -376,11 +362,6 @@ def ensure_ledger(warehouse: Warehouse) -> str:
     return table
 
 
-def _lit(value: str) -> str:
-    # Only our own validated names and hex digests reach here.
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _apply_snowflake(
     warehouse: Warehouse,
     spec: ObjectSpec,
@@ -388,7 +369,7 @@ def _apply_snowflake(
     reader_role: str | None,
     now: dt.datetime | None,
 ) -> MaskingResult:
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     s = warehouse.schema_names
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     roles = snowflake_roles(warehouse, reader_role) if pii_fields else []
@@ -410,11 +391,11 @@ def _apply_snowflake(
     records.update({c.target: (c.policy.name, c.policy.body_sha) for c in to_set})
     changed = [t for t, v in records.items() if applied.get(t) != v] + to_unset
     if changed:
-        keys = ", ".join(_lit(t) for t in changed)
+        lit = SNOWFLAKE.string
+        keys = ", ".join(lit(t) for t in changed)
         warehouse.execute(f"DELETE FROM {ledger} WHERE {q('target')} IN ({keys})")
         rows = [
-            f"({_lit(t)}, {_lit(name)}, {_lit(sha)}, CAST({_lit(now.isoformat(sep=' '))} "
-            "AS TIMESTAMP))"
+            f"({lit(t)}, {lit(name)}, {lit(sha)}, {SNOWFLAKE.timestamp_literal(now)})"
             for t, (name, sha) in records.items()
             if applied.get(t) != (name, sha)
         ]
@@ -428,9 +409,6 @@ def _apply_snowflake(
         len(to_unset),
     )
     return MaskingResult(tuple(sorted(pii_columns(spec, pii_fields))), len(statements))
-
-
-# --- Snowflake: row access policy hook ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -455,7 +433,7 @@ def row_access_statements(
     Snowflake refuses a second `ADD ROW ACCESS POLICY` on a table: attach once (the
     caller checks `POLICY_REFERENCES` or keeps a ledger like the masking one).
     """
-    q = lambda n: quote_identifier(n, "snowflake")  # noqa: E731
+    q = SNOWFLAKE.q
     validate_identifier(rule.name)
     name = f"{q(policy_schema)}.{q(rule.name)}"
     arg = validate_identifier(rule.arg).lower()

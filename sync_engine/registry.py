@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sync_engine.dialect import sql_for
+from sync_engine import statements as st
+from sync_engine.dialect import dialect_of
 from sync_engine.spec import FieldSpec, ObjectSpec
 from sync_engine.warehouse import Warehouse
 
@@ -56,42 +57,43 @@ class SyncedSchema:
 
 
 def _registered(warehouse: Warehouse, spec: ObjectSpec) -> list[tuple]:
-    sql = sql_for(warehouse)
-    s = warehouse.schema_names
+    d = dialect_of(warehouse)
+    q = d.q
     return warehouse.query(
-        f"SELECT {sql.q('field_name')}, {sql.q('sf_type')}, {sql.q('warehouse_type')}, "
-        f"{sql.q('removed_at')} FROM {sql.t(s.meta, 'schema_registry')} "
-        f"WHERE {sql.q('object_name')} = '{spec.name}' ORDER BY {sql.q('first_seen_at')}, "
-        f"{sql.q('field_name')}"
+        f"SELECT {q('field_name')}, {q('sf_type')}, {q('warehouse_type')}, "
+        f"{q('removed_at')} FROM {d.table(warehouse.schema_names.meta, 'schema_registry')} "
+        f"WHERE {q('object_name')} = {d.string(spec.name)} ORDER BY {q('first_seen_at')}, "
+        f"{q('field_name')}"
     )
 
 
 def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
     """Create the schemas, meta tables and the object's layer tables if absent."""
-    sql = sql_for(warehouse)
+    d = dialect_of(warehouse)
     s = warehouse.schema_names
     warehouse.ensure_schemas()
-    warehouse.execute(sql.create_schema_registry(s))
-    warehouse.execute(sql.create_load_log(s))
-    warehouse.execute(sql.create_raw(spec, s))
-    warehouse.execute(sql.create_current(spec, s))
-    warehouse.execute(sql.create_history(spec, s))
-    if hasattr(sql, "create_history_index"):
-        warehouse.execute(sql.create_history_index(spec, s))
-    warehouse.execute(sql.create_quarantine(spec, s))
+    warehouse.execute(st.create_schema_registry(d, s))
+    warehouse.execute(st.create_load_log(d, s))
+    warehouse.execute(st.create_raw(d, spec, s))
+    warehouse.execute(st.create_current(d, spec, s))
+    warehouse.execute(st.create_history(d, spec, s))
+    if d.point_lookups:
+        warehouse.execute(st.create_history_index(d, spec, s))
+    warehouse.execute(st.create_quarantine(d, spec, s))
 
 
 def sync_schema(
     warehouse: Warehouse, spec: ObjectSpec, *, now: dt.datetime | None = None
 ) -> SyncedSchema:
     """Record a describe, evolve the tables, and return the spec to merge with."""
-    sql = sql_for(warehouse)
+    d = dialect_of(warehouse)
+    q, ts = d.q, d.timestamp_literal
     s = warehouse.schema_names
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     change = SchemaChange()
 
     warehouse.ensure_schemas()
-    warehouse.execute(sql.create_schema_registry(s))
+    warehouse.execute(st.create_schema_registry(d, s))
     registered = {r[0]: r for r in _registered(warehouse, spec)}
     change.created_tables = not registered
 
@@ -102,18 +104,19 @@ def sync_schema(
             raise IncompatibleTypeChangeError(spec.name, f.name, old[2], f.wtype.label())
 
     ensure_tables(warehouse, spec)
-    reg = sql.t(s.meta, "schema_registry")
+    reg = d.table(s.meta, "schema_registry")
     described = {f.name for f in spec.fields}
     for f in spec.fields:
         old = registered.get(f.name)
         if old is None:
             for schema in (s.raw, s.current, s.history):
                 warehouse.execute(
-                    sql.add_column(schema, spec.table, f.column, f.wtype.ddl(warehouse.dialect))
+                    st.add_column(d, schema, spec.table, f.column, d.column_type(f.wtype))
                 )
+            values = [spec.name, f.name, f.column, f.sf_type.lower(), f.wtype.label()]
             warehouse.execute(
-                f"INSERT INTO {reg} VALUES ('{spec.name}', '{f.name}', '{f.column}', "
-                f"'{f.sf_type.lower()}', '{f.wtype.label()}', {sql.ts(now)}, {sql.ts(now)}, NULL)"
+                f"INSERT INTO {reg} VALUES ({', '.join(d.string(v) for v in values)}, "
+                f"{ts(now)}, {ts(now)}, NULL)"
             )
             if registered:
                 change.added.append(f.name)
@@ -123,15 +126,15 @@ def sync_schema(
         if name not in described and row[3] is None:
             change.removed.append(name)
     warehouse.execute(
-        f"UPDATE {reg} SET {sql.q('last_seen_at')} = {sql.ts(now)}, {sql.q('removed_at')} = NULL "
-        f"WHERE {sql.q('object_name')} = '{spec.name}' AND {sql.q('field_name')} IN "
-        f"({', '.join(repr(n) for n in sorted(described)) or 'NULL'})"
+        f"UPDATE {reg} SET {q('last_seen_at')} = {ts(now)}, {q('removed_at')} = NULL "
+        f"WHERE {q('object_name')} = {d.string(spec.name)} AND {q('field_name')} IN "
+        f"({', '.join(d.string(n) for n in sorted(described)) or 'NULL'})"
     )
     if change.removed:
         warehouse.execute(
-            f"UPDATE {reg} SET {sql.q('removed_at')} = {sql.ts(now)} "
-            f"WHERE {sql.q('object_name')} = '{spec.name}' AND {sql.q('field_name')} IN "
-            f"({', '.join(repr(n) for n in change.removed)})"
+            f"UPDATE {reg} SET {q('removed_at')} = {ts(now)} "
+            f"WHERE {q('object_name')} = {d.string(spec.name)} AND {q('field_name')} IN "
+            f"({', '.join(d.string(n) for n in change.removed)})"
         )
     # Removed fields stay in the merge spec: their columns are carried along, never set.
     kept = [FieldSpec(r[0], r[1]) for n, r in registered.items() if n not in described]

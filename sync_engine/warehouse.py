@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-import pyarrow as pa
+if TYPE_CHECKING:  # annotations only: the Salesforce errors import this module
+    import pyarrow as pa
 
 Dialect = Literal["duckdb", "snowflake"]
 

@@ -6,6 +6,8 @@ token, a key or a field value.
 
 from __future__ import annotations
 
+from sync_engine import warehouse
+
 
 class SalesforceError(Exception):
     """Base class of every extraction error."""
@@ -15,8 +17,12 @@ class AuthError(SalesforceError):
     """The token endpoint refused our credentials (JWT bearer or client credentials)."""
 
 
-class InvalidIdentifierError(SalesforceError, ValueError):
-    """An object or field name that is not a valid Salesforce API name reached SOQL."""
+class InvalidIdentifierError(SalesforceError, warehouse.InvalidIdentifierError):
+    """An object or field name that is not a valid Salesforce API name reached SOQL.
+
+    The engine's `InvalidIdentifierError` (a `ValueError`), raised by the extraction
+    layer: `except` clauses for either catch it.
+    """
 
 
 class ApiCallError(SalesforceError):

@@ -20,7 +20,11 @@ import pyarrow as pa
 
 from resources.landing import BatchRef, LandingStore, Manifest
 from resources.salesforce.cdc_decode import ChangeRow
-from resources.salesforce.csv_types import OBSERVED_AT
+from resources.salesforce.csv_types import OBSERVED_AT, read_page, schema_for
+from resources.salesforce.rest import ObjectDescribe
+from sync_engine.changes import build_batch, cdc_change, conform_batch
+from sync_engine.snapshots import fill_changes, snapshot_changes
+from sync_engine.spec import ObjectSpec
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -47,11 +51,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def cdc_batch(spec: Any, rows: Iterable[ChangeRow], batch_id: str | None = None) -> pa.Table:
+def cdc_batch(spec: ObjectSpec, rows: Iterable[ChangeRow], batch_id: str | None = None) -> pa.Table:
     """Change rows of one object from decoded CDC rows (GAP_OVERFLOW rows have no id and
     are reported by the drain instead)."""
-    from sync_engine.changes import build_batch, cdc_change
-
     types = {f.name: (f.sf_type, f.scale) for f in spec.fields}
     out = []
     for r in rows:
@@ -81,7 +83,7 @@ def cdc_batch(spec: Any, rows: Iterable[ChangeRow], batch_id: str | None = None)
     return build_batch(spec, out, batch_id)
 
 
-def _exact_rows(spec: Any, frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
+def _exact_rows(spec: ObjectSpec, frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
     """The frame's rows, with Bulk doubles (read as floats) as the exact decimals the
     engine stores, at each field's scale."""
     decimals = {
@@ -98,23 +100,19 @@ def _exact_rows(spec: Any, frame: pl.DataFrame) -> Iterator[dict[str, Any]]:
 
 
 def snapshot_batch(
-    spec: Any, frame: pl.DataFrame, *, source: str = "bulk", batch_id: str | None = None
+    spec: ObjectSpec, frame: pl.DataFrame, *, source: str = "bulk", batch_id: str | None = None
 ) -> pa.Table:
     """Change rows from a landed Bulk chunk (or REST rows as a frame) carrying R: one
     ``changes.snapshot_change`` per row, built column at a time (``sync_engine.snapshots``)."""
-    from sync_engine.snapshots import snapshot_changes
-
     return snapshot_changes(spec, frame, observed_ms=OBSERVED_AT, source=source, batch_id=batch_id)
 
 
 def fill_batch(
-    spec: Any, frame: pl.DataFrame, fields: Sequence[str], *, batch_id: str | None = None
+    spec: ObjectSpec, frame: pl.DataFrame, fields: Sequence[str], *, batch_id: str | None = None
 ) -> pa.Table:
     """Fill changes from a landed column-only Bulk chunk (``Id``, ``SystemModstamp`` and
     the fields to fill, carrying R): each sets only ``fields`` (``changes.fill_change`` per
     row, built column at a time by ``sync_engine.snapshots``)."""
-    from sync_engine.snapshots import fill_changes
-
     return fill_changes(spec, frame, fields, observed_ms=OBSERVED_AT, batch_id=batch_id)
 
 
@@ -122,15 +120,13 @@ def land_cdc(
     landing: LandingStore,
     topic: str,
     rows: Sequence[ChangeRow],
-    specs: Mapping[str, Any],
+    specs: Mapping[str, ObjectSpec],
 ) -> list[Manifest]:
     """Write one immutable micro-batch per object and change day; idempotent per drain.
 
     The batch id is derived from the replay ids the drain covered, so landing the same
     drain twice (a crash before the cursor moved) commits nothing new.
     """
-    from sync_engine.changes import conform_batch
-
     if not rows:
         return []
     first, last = rows[0].replay_id_bytes.hex(), rows[-1].replay_id_bytes.hex()
@@ -163,10 +159,10 @@ def land_cdc(
     return manifests
 
 
-def rest_frame(records: list[dict[str, Any]], describe: Any, observed_ms: int) -> pl.DataFrame:
+def rest_frame(
+    records: list[dict[str, Any]], describe: ObjectDescribe, observed_ms: int
+) -> pl.DataFrame:
     """REST records -> the typed frame a Bulk page would give (same typing code)."""
-    from resources.salesforce.csv_types import read_page, schema_for
-
     names = describe.field_names
     text = {
         n: [
@@ -186,7 +182,7 @@ def land_rest_snapshots(
     landing: LandingStore,
     topic: str,
     ids_by_object: Mapping[str, set[str]],
-    specs: Mapping[str, tuple[Any, Any]],
+    specs: Mapping[str, tuple[ObjectSpec, ObjectDescribe]],
     tag: str,
     reason: str,
 ) -> list[Manifest]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import polars as pl
 import pytest
 
+from sync_engine import apply as apply_mod
 from sync_engine import changes as ch
-from sync_engine.apply import append_raw, apply_batch
+from sync_engine.apply import ApplyResult, WritePlan, append_raw, apply_batch, write_statements
 from sync_engine.changes import build_batch
+from sync_engine.dialect import DUCKDB
+from sync_engine.warehouse import SchemaNames
 from tests.sync_engine.histories import (
     FULL,
     RECORD_IDS,
@@ -189,3 +193,54 @@ def test_append_raw_lands_in_raw_only_until_apply_batch_merges_it(duck):
     assert read_current(duck)[A]["name"] == "Acme"
     raw_rows = duck.query(f"SELECT COUNT(*) FROM sfdc_raw.{SPEC.table}")[0][0]
     assert raw_rows == 1
+
+
+NOW = dt.datetime(2024, 6, 1, 12)
+
+
+def _write_targets(plan: WritePlan) -> list[str]:
+    """The write transaction's statements, as their verb and table."""
+    statements = write_statements(DUCKDB, SPEC, SchemaNames(), plan, ApplyResult("b1"), NOW)
+    return [" ".join(sql.split(" (")[0].split()[:3]).replace(" USING", "") for sql in statements]
+
+
+def test_an_all_new_chunk_writes_only_the_new_rows_and_the_log():
+    plan = WritePlan(f"'{A}'", None, merge=False, new=True, close_by_index=False)
+    assert _write_targets(plan) == [
+        'INSERT INTO "sfdc_history"."opportunity"',
+        'INSERT INTO "sfdc"."opportunity"',
+        'INSERT INTO "sfdc_meta"."load_log"',
+    ]
+
+
+def test_a_late_chunk_rebuilds_scd2_before_replacing_current_rows():
+    plan = WritePlan(f"'{A}'", f"'{A}'", merge=True, new=False, close_by_index=True)
+    assert _write_targets(plan) == [
+        'DELETE FROM "sfdc_history"."opportunity"',
+        'UPDATE "sfdc_history"."opportunity" SET',
+        'UPDATE "sfdc_history"."opportunity" SET',
+        'INSERT INTO "sfdc_history"."opportunity"',
+        'DELETE FROM "sfdc"."opportunity"',
+        'INSERT INTO "sfdc"."opportunity"',
+        'INSERT INTO "sfdc_meta"."load_log"',
+    ]
+    close = write_statements(DUCKDB, SPEC, SchemaNames(), plan, ApplyResult("b1"), NOW)[2]
+    assert "CASE WHEN" in close  # the index-driven close
+
+
+def test_classify_finds_late_and_new_records_and_inlines_their_ids_on_duckdb(duck):
+    other = RECORD_IDS[1]
+    _apply(duck, cdc("CREATE", 1, A, 5, values=FULL))
+    late = cdc("UPDATE", 2, A, 1, values={"Amount": Decimal("1")}, changed_fields=["Amount"])
+    batch = build_batch(SPEC, [late, cdc("CREATE", 3, other, 2, values=FULL)])
+    with apply_mod._staged_chunk(duck, SPEC, batch, "b-test", True, NOW) as staged:
+        assert apply_mod._append_and_select(duck, SPEC, staged, True) == 2
+    classified = apply_mod._classify(duck, SPEC)
+    assert classified is not None
+    assert (classified.records, classified.applied, classified.late, classified.new) == (2, 2, 1, 1)
+    assert not classified.all_new and classified.literal_ids
+    assert classified.late_filter == f"'{A}'"
+    assert sorted(classified.id_filter.split(", ")) == sorted([f"'{A}'", f"'{other}'"])
+    plan = apply_mod._plan(duck, SPEC, classified)
+    assert (plan.merge, plan.new, plan.close_by_index) == (True, True, False)
+    assert list(read_current(duck)) == [A]  # classify and plan write no table

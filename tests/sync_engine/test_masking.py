@@ -179,8 +179,6 @@ def test_masking_refuses_a_pii_field_that_is_not_an_identifier(loaded):
         apply_masking(loaded, SPEC, ['Email"; DROP TABLE sfdc.contact; --'])
 
 
-# --- Snowflake ----------------------------------------------------------------------------
-
 ROLES = ("PII_READER", "SFDC_LOADER")
 _numbers = itertools.count()
 
