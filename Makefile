@@ -26,6 +26,7 @@ setup: $(STAMP)
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/sqlfluff lint dbt
 
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile
