@@ -221,7 +221,6 @@ class SalesforceConnection:
         self._client: tuple[Token, Any] | None = None
         self.token_refreshes = 0
 
-    # --- plumbing -------------------------------------------------------------------------
     def _on_response(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Requests to the data API count against DailyApiRequests, retries included, as
         # the org counts them: not the token endpoint, and not requests the org refused
