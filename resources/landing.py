@@ -133,7 +133,6 @@ class LandingStore:
             with self.fs.open(path, "wb") as fh:
                 fh.write(data)
 
-    # --- data files -----------------------------------------------------------------------
     def write_part(self, ref: BatchRef, index: int, frame: pl.DataFrame) -> PartInfo:
         """Write part ``index`` of an uncommitted batch (same index = same file name).
 
@@ -207,7 +206,6 @@ class LandingStore:
         """A committed batch in memory (small batches: CDC micro-batches, tests)."""
         return self.scan(manifest).collect()
 
-    # --- checkpoints ----------------------------------------------------------------------
     def _checkpoint_path(self, name: str) -> str:
         return f"_checkpoints/{'/'.join(_safe(p, 'checkpoint') for p in name.split('/'))}.json"
 
@@ -229,9 +227,9 @@ class LandingStore:
         if self.fs.exists(path):
             self.fs.rm(path)
 
-    # --- audited erasure (DESIGN §6) ------------------------------------------------------
-    # The only sanctioned rewrite of committed data: an audited PII erase removes a data
-    # subject's rows from landed files. Everything else about a batch stays immutable.
+    # Audited erasure is the only sanctioned rewrite of committed data (DESIGN §6): it
+    # removes a data subject's rows from landed files. Everything else about a batch stays
+    # immutable.
     def files(self, pattern: str) -> list[str]:
         """Paths (relative to the root) matching a glob relative to the root, sorted."""
         prefix = f"{self.root}/"

@@ -7,11 +7,11 @@
 {% macro salesforce_api_columns(api_names, person_name=false) -%}
     {%- for api_name in api_names %}
         {%- if api_name == 'IsDeleted' %}
-        is_deleted as IsDeleted
+            is_deleted as IsDeleted
         {%- elif api_name == 'Name' and person_name %}
-        {{ person_full_name() }} as Name
+            {{ person_full_name() }} as Name
         {%- else %}
-        {{ api_name | lower }} as {{ api_name }}
+            {{ api_name | lower }} as {{ api_name }}
         {%- endif %}
         {{- "," if not loop.last }}
     {%- endfor %}

@@ -139,7 +139,6 @@ class ApiBudget:
         self.throttled = 0
         self.refused = 0
 
-    # --- observing the org ----------------------------------------------------------------
     def observe_limit_info(self, header: str | None) -> None:
         """Update the API-request usage from a ``Sforce-Limit-Info`` header."""
         if not header:
@@ -166,7 +165,6 @@ class ApiBudget:
             u = self._usage[kind]
             return u.max, u.remaining
 
-    # --- accounting -----------------------------------------------------------------------
     def record(self, kind: Kind, n: int = 1) -> None:
         """Count ``n`` units actually consumed (called by the HTTP hook, job creation...)."""
         with self._lock:

@@ -141,7 +141,6 @@ class BulkReader:
         self.after_part: Callable[[str, int], None] | None = None
         self.timings: dict[str, float] = {}
 
-    # --- planning -------------------------------------------------------------------------
     def plan(self, obj: str, window: Window) -> list[Window]:
         """Split ``window`` by Id keyset until every piece fits one job."""
         total = self.rest.count(obj, window.where())
@@ -167,7 +166,6 @@ class BulkReader:
             return 0, ID_SPACE
         return id_to_int(first), id_to_int(last) + 1
 
-    # --- backfill -------------------------------------------------------------------------
     def backfill(
         self,
         obj: str,
@@ -346,7 +344,6 @@ class BulkReader:
         self.timings[stage] = self.timings.get(stage, 0.0) + now - since
         return now
 
-    # --- Bulk 2.0 calls -------------------------------------------------------------------
     def _bulk(self, sf: Any, obj: str) -> Any:
         # simple-salesforce's Bulk 2.0 client: its public query() hides the job id and the
         # locator, which resuming needs, so we drive the client's job calls directly.

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 HEADER = "ChangeEventHeader"
 IS_DELETED = "IsDeleted"
@@ -204,7 +204,11 @@ def decode_event(
     """Decode a schemaless Avro payload into a :class:`DecodedEvent`."""
     import fastavro
 
-    record = fastavro.schemaless_reader(io.BytesIO(payload), schema.parsed, None)
+    # An event schema is a record, and a record decodes to a dict (fastavro types the
+    # result as any Avro value).
+    record = cast(
+        dict[str, Any], fastavro.schemaless_reader(io.BytesIO(payload), schema.parsed, None)
+    )
     header = record[HEADER]
     return DecodedEvent(
         replay_id=replay_id,

@@ -155,7 +155,6 @@ class PubSubSubscriber:
         self._lock = threading.Lock()
         self.schema_fetches = 0
 
-    # --- plumbing -------------------------------------------------------------------------
     @staticmethod
     def _pb() -> tuple[Any, Any]:
         from resources.salesforce.pubsub_api import pubsub_api_pb2, pubsub_api_pb2_grpc
@@ -232,7 +231,6 @@ class PubSubSubscriber:
         self._schemas[schema_id] = parsed
         return parsed
 
-    # --- draining -------------------------------------------------------------------------
     def drain(
         self,
         topic: str,

@@ -221,7 +221,6 @@ class SalesforceConnection:
         self._client: tuple[Token, Any] | None = None
         self.token_refreshes = 0
 
-    # --- plumbing -------------------------------------------------------------------------
     def _on_response(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Requests to the data API count against DailyApiRequests, retries included, as
         # the org counts them: not the token endpoint, and not requests the org refused
@@ -324,13 +323,12 @@ class SalesforceRest:
             next_url = result.get("nextRecordsUrl")
             if result.get("done", True) or not next_url:
                 return
-            result = self.conn.call(
-                lambda sf, u=next_url: sf.query_more(
-                    u, identifier_is_url=True, include_deleted=True
-                ),
-                what=what,
-                long=True,
-            )
+
+            # The url is bound as a default, not closed over: it is a loop variable (B023).
+            def next_page(sf: Any, url: str = next_url) -> Any:
+                return sf.query_more(url, identifier_is_url=True, include_deleted=True)
+
+            result = self.conn.call(next_page, what=what, long=True)
 
     def count(self, obj: str, where: str | None = None, *, include_deleted: bool = True) -> int:
         """``SELECT COUNT() FROM obj [WHERE …]`` (queryAll by default, so deletes count)."""

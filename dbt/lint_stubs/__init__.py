@@ -1,0 +1,35 @@
+"""Jinja context for sqlfluff's jinja templater (dbt/.sqlfluff `library_path`).
+
+sqlfluff renders the models with plain Jinja plus its dbt builtins (`ref`, `source`,
+`var`, `config`) and the macros in macros/, so two things dbt provides are missing: the
+`as_bool` filter and the project's macro namespace (`sfdc_sync.month_start(...)`).
+Namespaced calls render as a function call of the same name, which is all the linter
+needs to parse the statement; the macros' own SQL is dialect-specific and tested by dbt.
+"""
+
+from typing import Any
+
+from jinja2.filters import FILTERS
+
+
+def _as_bool(value: Any) -> Any:
+    """dbt's `as_bool` in a .sql file: the identity (it only coerces in YAML configs)."""
+    return value
+
+
+class _MacroNamespace:
+    """`sfdc_sync.<macro>(args)` renders as `<macro>(args)`."""
+
+    def __getattr__(self, name: str) -> Any:
+        def render(*args: Any, **kwargs: Any) -> str:
+            return f"{name}({', '.join(str(arg) for arg in [*args, *kwargs.values()])})"
+
+        return render
+
+
+SQLFLUFF_JINJA_FILTERS = {"as_bool": _as_bool}
+# sqlfluff gives SQLFLUFF_JINJA_FILTERS to the rendering environment only; the slicer
+# builds a second one for `{% set %}` blocks (fct_pipeline.sql), which starts from Jinja's
+# default filters, so the filter goes there too. This module loads only inside sqlfluff.
+FILTERS["as_bool"] = _as_bool
+sfdc_sync = _MacroNamespace()
