@@ -17,7 +17,6 @@ is rewritten with the same content, registering is an upsert of unapplied rows).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import io
 import re
@@ -28,7 +27,8 @@ import polars as pl
 import pyarrow as pa
 
 from resources.landing import BatchRef, LandingStore, Manifest
-from sync_engine.warehouse import Warehouse, qualified, quote
+from sync_engine.dialect import dialect_of
+from sync_engine.warehouse import Warehouse, qualified
 
 LEDGER = "raw_batches"
 VALIDATED_DIR = "_validated"
@@ -136,21 +136,10 @@ def _t(warehouse: Warehouse) -> str:
     return qualified(warehouse, warehouse.schema_names.meta, LEDGER)
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ts(value: dt.datetime) -> str:
-    return f"CAST('{value.isoformat(sep=' ')}' AS TIMESTAMP)"
-
-
-def _date(value: dt.date) -> str:
-    return f"CAST('{value.isoformat()}' AS DATE)"
-
-
 def ensure_ledger(warehouse: Warehouse) -> None:
     """Create `sfdc_meta.raw_batches` if absent."""
-    q = functools.partial(quote, warehouse)
+    d = dialect_of(warehouse)
+    q = d.q
     warehouse.ensure_schemas()
     warehouse.execute(
         f"CREATE TABLE IF NOT EXISTS {_t(warehouse)} ("
@@ -158,8 +147,8 @@ def ensure_ledger(warehouse: Warehouse) -> None:
         f"{q('label')} VARCHAR NOT NULL, {q('status')} VARCHAR NOT NULL, "
         f"{q('day_min')} DATE, {q('day_max')} DATE, {q('rows_landed')} BIGINT, "
         f"{q('rows_appended')} BIGINT, {q('rows_quarantined')} BIGINT, {q('source')} VARCHAR, "
-        f"{q('run_id')} VARCHAR, {q('validated_at')} TIMESTAMP NOT NULL, "
-        f"{q('applied_at')} TIMESTAMP, {q('apply_batch_id')} VARCHAR)"
+        f"{q('run_id')} VARCHAR, {q('validated_at')} {d.timestamp} NOT NULL, "
+        f"{q('applied_at')} {d.timestamp}, {q('apply_batch_id')} VARCHAR)"
     )
 
 
@@ -182,9 +171,11 @@ class LedgerRow:
 
 def register(warehouse: Warehouse, row: LedgerRow) -> None:
     """Record a validated part (replaces an unapplied record of it; an applied one stays)."""
-    q = functools.partial(quote, warehouse)
+    d = dialect_of(warehouse)
+    q = d.q
     where = (
-        f"{q('object_name')} = {_lit(row.object_name)} AND {q('part_key')} = {_lit(row.ref.key)}"
+        f"{q('object_name')} = {d.string(row.object_name)} "
+        f"AND {q('part_key')} = {d.string(row.ref.key)}"
     )
     applied = warehouse.query(
         f"SELECT COUNT(*) FROM {_t(warehouse)} WHERE {where} AND {q('applied_at')} IS NOT NULL"
@@ -193,21 +184,23 @@ def register(warehouse: Warehouse, row: LedgerRow) -> None:
         return
     warehouse.execute(f"DELETE FROM {_t(warehouse)} WHERE {where}")
     warehouse.execute(
-        f"INSERT INTO {_t(warehouse)} VALUES ({_lit(row.object_name)}, {_lit(row.ref.key)}, "
-        f"{_lit(row.ref.label)}, {_lit(row.status)}, {_date(row.day_min)}, "
-        f"{_date(row.day_max)}, {int(row.rows_landed)}, {int(row.rows_appended)}, "
-        f"{int(row.rows_quarantined)}, {_lit(row.source)}, {_lit(row.run_id)}, "
-        f"{_ts(row.validated_at)}, NULL, NULL)"
+        f"INSERT INTO {_t(warehouse)} VALUES ("
+        f"{d.string(row.object_name)}, {d.string(row.ref.key)}, "
+        f"{d.string(row.ref.label)}, {d.string(row.status)}, {d.date_literal(row.day_min)}, "
+        f"{d.date_literal(row.day_max)}, {int(row.rows_landed)}, {int(row.rows_appended)}, "
+        f"{int(row.rows_quarantined)}, {d.string(row.source)}, {d.string(row.run_id)}, "
+        f"{d.timestamp_literal(row.validated_at)}, NULL, NULL)"
     )
 
 
 def pending(warehouse: Warehouse, object_name: str, start: dt.date, end: dt.date) -> list[PartRef]:
     """Valid, unapplied parts whose change days overlap `[start, end)`, oldest first."""
-    q = functools.partial(quote, warehouse)
+    d = dialect_of(warehouse)
+    q = d.q
     rows = warehouse.query(
         f"SELECT {q('part_key')} FROM {_t(warehouse)} WHERE {q('object_name')} = "
-        f"{_lit(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL "
-        f"AND {q('day_min')} < {_date(end)} AND {q('day_max')} >= {_date(start)} "
+        f"{d.string(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL "
+        f"AND {q('day_min')} < {d.date_literal(end)} AND {q('day_max')} >= {d.date_literal(start)} "
         f"ORDER BY {q('validated_at')}, {q('part_key')}"
     )
     return [PartRef.parse(r[0]) for r in rows]
@@ -217,11 +210,12 @@ def mark_applied(
     warehouse: Warehouse, object_name: str, ref: PartRef, batch_id: str, now: dt.datetime
 ) -> None:
     """Stamp a part as applied to current and scd2."""
-    q = functools.partial(quote, warehouse)
+    d = dialect_of(warehouse)
+    q = d.q
     warehouse.execute(
-        f"UPDATE {_t(warehouse)} SET {q('applied_at')} = {_ts(now)}, "
-        f"{q('apply_batch_id')} = {_lit(batch_id)} WHERE {q('object_name')} = "
-        f"{_lit(object_name)} AND {q('part_key')} = {_lit(ref.key)}"
+        f"UPDATE {_t(warehouse)} SET {q('applied_at')} = {d.timestamp_literal(now)}, "
+        f"{q('apply_batch_id')} = {d.string(batch_id)} WHERE {q('object_name')} = "
+        f"{d.string(object_name)} AND {q('part_key')} = {d.string(ref.key)}"
     )
 
 
@@ -231,7 +225,8 @@ def quarantine(
     """Insert quarantined rows (change_id, record_id, reason, payload); idempotent per batch."""
     if rows.height == 0:
         return 0
-    q = functools.partial(quote, warehouse)
+    d = dialect_of(warehouse)
+    q = d.q
     data = rows.select(
         pl.col("change_id").cast(pl.String),
         pl.col("record_id").cast(pl.String),
@@ -244,16 +239,12 @@ def quarantine(
         data.to_arrow(),
     )
     target = qualified(warehouse, warehouse.schema_names.quarantine, table)
-    payload = (
-        f"TRY_PARSE_JSON(s.{q('payload')})"
-        if warehouse.dialect == "snowflake"
-        else f"TRY_CAST(s.{q('payload')} AS JSON)"
-    )
+    payload = d.try_parse_json(f"s.{q('payload')}")
     return warehouse.execute(
         f"INSERT INTO {target} ({q('change_id')}, {q('record_id')}, {q('reason')}, "
         f"{q('payload')}, {q('batch_id')}, {q('quarantined_at')}) "
         f"SELECT s.{q('change_id')}, s.{q('record_id')}, s.{q('reason')}, {payload}, "
-        f"s.{q('batch_id')}, {_ts(now)} FROM {q('sfdc_tmp_quarantine')} s "
+        f"s.{q('batch_id')}, {d.timestamp_literal(now)} FROM {q('sfdc_tmp_quarantine')} s "
         f"WHERE NOT EXISTS (SELECT 1 FROM {target} x WHERE x.{q('batch_id')} = s.{q('batch_id')} "
         f"AND x.{q('change_id')} IS NOT DISTINCT FROM s.{q('change_id')})"
     )

@@ -36,6 +36,7 @@ from resources.environment import Environment, sfdc_env
 from resources.landing import LandingStore
 from sfdc_assets.resources import DEFAULT_LANDING_URL, LANDING, WAREHOUSE
 from sync_engine import erasure
+from sync_engine.dialect import dialect_of
 from sync_engine.erasure import ErasureAudit, InvalidErasureRequestError
 from sync_engine.warehouse import Warehouse, validate_identifier
 
@@ -260,7 +261,7 @@ def erase_subject(
                 type(record_exc).__name__,
             )
         raise
-    if warehouse.dialect == "duckdb":
+    if dialect_of(warehouse).checkpoints:
         # Moves the deletes out of the write-ahead log into the file (docs/security.md:
         # freed blocks of a DuckDB file keep old bytes until reused). Committed already: a
         # failure here is not a failed erase.

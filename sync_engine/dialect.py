@@ -42,6 +42,7 @@ class SqlDialect:
     last_value_sql: str  # last non-null value; the window's OVER follows
     timestamp_literal_sql: str
     array_contains_sql: str  # `{array}` holds the name `{item}`
+    try_parse_json_sql: str  # JSON text -> the json type; NULL when it does not parse
     param: str  # the DB-API placeholder of the driver
     # DESC puts NULLs last without saying so (DuckDB); Snowflake sorts them first.
     desc_nulls_last: bool
@@ -90,6 +91,10 @@ class SqlDialect:
     def array_contains(self, array: str, item: str) -> str:
         """Does the text array `array` (raw.set_fields) hold the field name `item`?"""
         return self.array_contains_sql.format(array=array, item=validate_identifier(item))
+
+    def try_parse_json(self, expr: str) -> str:
+        """`expr` (JSON text) as the json type, NULL where it is not valid JSON."""
+        return self.try_parse_json_sql.format(expr)
 
     def string(self, value: str) -> str:
         """A string literal: quotes doubled, and backslashes where they escape."""
@@ -144,6 +149,7 @@ DUCKDB = SqlDialect(
     last_value_sql="LAST_VALUE({} IGNORE NULLS)",
     timestamp_literal_sql="TIMESTAMP '{}'",
     array_contains_sql="list_contains({array}, '{item}')",
+    try_parse_json_sql="TRY_CAST({} AS JSON)",
     param="?",
     desc_nulls_last=True,
     backslash_escapes=False,
@@ -165,6 +171,7 @@ SNOWFLAKE = SqlDialect(
     # ARRAY_CONTAINS does not run on fakesnow; the array's JSON text holds `"name"`
     # exactly when the array holds the name (field names are validated identifiers).
     array_contains_sql="CONTAINS(TO_VARCHAR({array}), '\"{item}\"')",
+    try_parse_json_sql="TRY_PARSE_JSON({})",
     param="%s",  # the connector's default paramstyle (pyformat)
     desc_nulls_last=False,
     backslash_escapes=True,
