@@ -41,7 +41,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.oauth import JWT_BEARER_GRANT, Session
 from sfdc_emulator.rest import ApiContext, ApiError, ApiRoute
 from sfdc_emulator.soql import quote_ident
@@ -188,7 +188,7 @@ class AdminApi:
             replay_ids.extend(result.replay_ids)
         return {"ids": ids, "count": len(ids), "replay_ids": replay_ids}
 
-    def _candidate_fields(self, obj: str) -> list[FieldSpec]:
+    def _candidate_fields(self, obj: str) -> list[FieldDef]:
         spec = self.store.schema.get(obj)
         return [
             f
@@ -200,7 +200,7 @@ class AdminApi:
             and not (f.type == "picklist" and not f.picklist_values)
         ]
 
-    def _random_value(self, f: FieldSpec) -> Any:
+    def _random_value(self, f: FieldDef) -> Any:
         rng = self.rng
         if f.type == "picklist":
             return rng.choice(f.picklist_values)
@@ -364,7 +364,7 @@ class AdminApi:
         if ftype == "boolean":
             kwargs["nillable"] = False
             kwargs["default_value"] = False
-        spec = FieldSpec(
+        spec = FieldDef(
             name=name,
             type=ftype,
             label=str(args.get("label") or name.removesuffix("__c").replace("_", " ")),

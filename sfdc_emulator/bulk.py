@@ -45,7 +45,7 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.ids import make_id
 from sfdc_emulator.oauth import Session
 from sfdc_emulator.rest import (
@@ -71,7 +71,7 @@ JOB_RETENTION_MS = 7 * 24 * 3600 * 1000  # terminal jobs are deleted after 7 day
 DAY_MS = 24 * 3600 * 1000
 
 
-def csv_expression(expr: str, f: FieldSpec) -> str:
+def csv_expression(expr: str, f: FieldDef) -> str:
     """SQL rendering ``expr`` (a column of type ``f``) as one quoted Bulk CSV cell, the way
     Salesforce writes it (``"true"``, ``"2024-01-31T12:34:56.000Z"``, quotes doubled);
     NULL stays NULL (an empty cell). The quotes are folded into the format strings so

@@ -37,7 +37,7 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sfdc_emulator.describe import ObjectSpec, describe_global, describe_global_entry
+from sfdc_emulator.describe import SObjectDef, describe_global, describe_global_entry
 from sfdc_emulator.ids import BASE62, is_valid_id, to_18
 from sfdc_emulator.oauth import OAuthService, Session
 from sfdc_emulator.soql import SoqlError, SoqlQuery, parse, quote_ident, to_sql
@@ -140,10 +140,10 @@ class ApiContext:
         override = self.faults.daily_limit_max if self.faults is not None else None
         return override if override is not None else self.usage.default_max
 
-    def catalog(self) -> dict[str, ObjectSpec]:
+    def catalog(self) -> dict[str, SObjectDef]:
         return {spec.name: spec for spec in self.store.schema.objects()}
 
-    def object_spec(self, name: str) -> ObjectSpec:
+    def object_spec(self, name: str) -> SObjectDef:
         try:
             return self.store.schema.get(name)
         except KeyError:
@@ -697,7 +697,7 @@ class RestApi:
         self._commit("delete", spec, record_id, {}, session)
         return Response(status_code=204)
 
-    def _existing_id(self, spec: ObjectSpec, record_id: str) -> str:
+    def _existing_id(self, spec: SObjectDef, record_id: str) -> str:
         if not is_valid_id(record_id):
             raise not_found()
         record_id = to_18(record_id)
@@ -714,7 +714,7 @@ class RestApi:
             raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted")
         return record_id
 
-    def _write_values(self, spec: ObjectSpec, body: bytes) -> dict[str, Any]:
+    def _write_values(self, spec: SObjectDef, body: bytes) -> dict[str, Any]:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
@@ -739,7 +739,7 @@ class RestApi:
     def _commit(
         self,
         op: str,
-        spec: ObjectSpec,
+        spec: SObjectDef,
         record_id: str | None,
         values: dict[str, Any],
         session: Session,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sfdc_emulator.describe import FieldSpec, ObjectSpec
+from sfdc_emulator.describe import FieldDef, SObjectDef
 from sfdc_emulator.ids import to_18
 from sfdc_emulator.schema import OrgSchema
 
@@ -172,7 +172,7 @@ def _unescape(raw: str, for_like: bool, text: str, pos: int) -> str:
 @dataclass(frozen=True)
 class Join:
     alias: str
-    object: ObjectSpec
+    object: SObjectDef
     parent_alias: str
     fk_column: str
 
@@ -182,7 +182,7 @@ class FieldRef:
     """A resolved field path: the SQL expression that reads it and its describe spec."""
 
     path: tuple[str, ...]  # describe spelling, relationship names then field name
-    field: FieldSpec
+    field: FieldDef
     sql: str  # e.g. t1."Name" or COALESCE(t2."Name", t3."Name")
 
     @property
@@ -196,7 +196,7 @@ class OutputColumn:
 
     ref: FieldRef
     sql_names: tuple[str, ...]
-    components: tuple[FieldSpec, ...] = ()
+    components: tuple[FieldDef, ...] = ()
 
     @property
     def name(self) -> str:
@@ -207,7 +207,7 @@ class OutputColumn:
         return self.ref.path
 
     @property
-    def field(self) -> FieldSpec:
+    def field(self) -> FieldDef:
         return self.ref.field
 
 
@@ -270,7 +270,7 @@ class SoqlQuery:
     """A parsed, validated query."""
 
     text: str
-    object: ObjectSpec
+    object: SObjectDef
     columns: tuple[OutputColumn, ...]
     is_count: bool
     where: Any
@@ -296,7 +296,7 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _find_object(catalog: Mapping[str, ObjectSpec], name: str) -> ObjectSpec | None:
+def _find_object(catalog: Mapping[str, SObjectDef], name: str) -> SObjectDef | None:
     spec = catalog.get(name)
     if spec is not None:
         return spec
@@ -308,7 +308,7 @@ def _find_object(catalog: Mapping[str, ObjectSpec], name: str) -> ObjectSpec | N
 
 
 class _Parser:
-    def __init__(self, text: str, catalog: Mapping[str, ObjectSpec]) -> None:
+    def __init__(self, text: str, catalog: Mapping[str, SObjectDef]) -> None:
         self.text = text
         self.catalog = catalog
         self.tokens = tokenize(text)
@@ -316,7 +316,7 @@ class _Parser:
         self.joins: dict[tuple[str, ...], list[Join]] = {}
         self.rel_order: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self.alias: str | None = None
-        self.obj: ObjectSpec | None = None
+        self.obj: SObjectDef | None = None
 
     # -- token helpers
     @property
@@ -479,7 +479,7 @@ class _Parser:
             parts.append(self.advance().value)
         return parts
 
-    def fields_function(self, kind: str) -> list[FieldSpec]:
+    def fields_function(self, kind: str) -> list[FieldDef]:
         assert self.obj is not None
         if kind == "ALL":
             return list(self.obj.fields)
@@ -488,7 +488,7 @@ class _Parser:
         return [f for f in self.obj.fields if not f.custom]
 
     # -- resolution
-    def resolve_simple(self, f: FieldSpec) -> FieldRef:
+    def resolve_simple(self, f: FieldDef) -> FieldRef:
         return FieldRef((f.name,), f, f"t0.{quote_ident(f.name)}")
 
     def resolve(self, parts: Sequence[str], pos: int) -> FieldRef:
@@ -504,7 +504,7 @@ class _Parser:
             parts = parts[1:]
         if len(parts) - 1 > MAX_RELATIONSHIP_DEPTH:
             raise _malformed(self.text, pos, "SOQL statements cannot query more than 5 levels")
-        targets: list[tuple[str, ObjectSpec]] = [("t0", self.obj)]
+        targets: list[tuple[str, SObjectDef]] = [("t0", self.obj)]
         names: list[str] = []
         for rel in parts[:-1]:
             if len(targets) > 1:
@@ -529,7 +529,7 @@ class _Parser:
                 self.rel_order.append((key, tuple(names)))
             targets = [(j.alias, j.object) for j in self.joins[key]]
         field_name = parts[-1]
-        resolved: list[tuple[str, FieldSpec]] = []
+        resolved: list[tuple[str, FieldDef]] = []
         for alias, spec in targets:
             try:
                 resolved.append((alias, spec.field(field_name)))
@@ -550,11 +550,11 @@ class _Parser:
             sql = "COALESCE(" + ", ".join(f"{a}.{quote_ident(f.name)}" for a, f in resolved) + ")"
         return FieldRef((*names, spec_field.name), spec_field, sql)
 
-    def _is_relationship(self, spec: ObjectSpec, name: str) -> bool:
+    def _is_relationship(self, spec: SObjectDef, name: str) -> bool:
         return self._relationship_field(spec, name) is not None
 
     @staticmethod
-    def _relationship_field(spec: ObjectSpec, name: str) -> FieldSpec | None:
+    def _relationship_field(spec: SObjectDef, name: str) -> FieldDef | None:
         lowered = name.lower()
         for f in spec.fields:
             if f.type == "reference" and (f.relationship_name or "").lower() == lowered:
@@ -590,7 +590,7 @@ class _Parser:
         )
         return OutputColumn(ref, names, tuple(r.field for r in comp_refs))
 
-    def _alias_object(self, alias: str) -> ObjectSpec | None:
+    def _alias_object(self, alias: str) -> SObjectDef | None:
         for joins in self.joins.values():
             for j in joins:
                 if j.alias == alias:
@@ -825,8 +825,8 @@ def parse_datetime_literal(text: str) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def parse(text: str, catalog: Mapping[str, ObjectSpec] | OrgSchema) -> SoqlQuery:
-    """Parse and validate ``text`` against ``catalog`` (an OrgSchema or {name: ObjectSpec})."""
+def parse(text: str, catalog: Mapping[str, SObjectDef] | OrgSchema) -> SoqlQuery:
+    """Parse and validate ``text`` against ``catalog`` (an OrgSchema or {name: SObjectDef})."""
     if not text or not text.strip():
         raise SoqlError("MALFORMED_QUERY", "SOQL query is required")
     # One snapshot of the live catalog for the whole parse (admin may change it meanwhile).
@@ -894,7 +894,7 @@ def _where_sql(node: Any, params: list[Any]) -> str:
     raise TypeError(f"unknown WHERE node {type(node).__name__}")
 
 
-Formatter = Callable[[str, FieldSpec], str]
+Formatter = Callable[[str, FieldDef], str]
 
 
 def to_sql(

@@ -30,8 +30,8 @@ from sfdc_emulator.describe import (
     LEAD_CONVERTED_STATUS,
     OPPORTUNITY_STAGES,
     TASK_CLOSED_STATUSES,
-    FieldSpec,
-    ObjectSpec,
+    FieldDef,
+    SObjectDef,
 )
 from sfdc_emulator.faults import Faults
 from sfdc_emulator.schema import OrgSchema, SchemaChange
@@ -143,7 +143,7 @@ _EVENTS_ARROW = pa.schema(
 )
 
 
-def duckdb_type(f: FieldSpec) -> str:
+def duckdb_type(f: FieldDef) -> str:
     """DuckDB column type of a stored field."""
     return {
         "boolean": "BOOLEAN",
@@ -156,7 +156,7 @@ def duckdb_type(f: FieldSpec) -> str:
     }.get(f.type, "VARCHAR")
 
 
-def arrow_type(f: FieldSpec) -> pa.DataType:
+def arrow_type(f: FieldDef) -> pa.DataType:
     """Arrow type of a stored field (as :meth:`OrgStore.truth` returns it)."""
     return {
         "boolean": pa.bool_(),
@@ -169,7 +169,7 @@ def arrow_type(f: FieldSpec) -> pa.DataType:
     }.get(f.type, pa.string())
 
 
-def arrow_schema(spec: ObjectSpec) -> pa.Schema:
+def arrow_schema(spec: SObjectDef) -> pa.Schema:
     return pa.schema([(f.name, arrow_type(f)) for f in spec.stored_fields()])
 
 
@@ -184,7 +184,7 @@ def to_utc_naive(value: datetime) -> datetime:
     return value
 
 
-def coerce(spec: ObjectSpec, f: FieldSpec, value: Any) -> Any:
+def coerce(spec: SObjectDef, f: FieldDef, value: Any) -> Any:
     """An API value -> the stored Python value of field ``f`` (StoreError when invalid)."""
     if value is None:
         return None
@@ -267,7 +267,7 @@ def coerce(spec: ObjectSpec, f: FieldSpec, value: Any) -> Any:
 
 
 def derive(
-    spec: ObjectSpec,
+    spec: SObjectDef,
     row: dict[str, Any],
     old: Mapping[str, Any] | None,
     explicit: Collection[str],
@@ -431,7 +431,7 @@ class OrgStore:
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _create_table(self, spec: ObjectSpec) -> None:
+    def _create_table(self, spec: SObjectDef) -> None:
         cols = ", ".join(f"{_q(f.name)} {duckdb_type(f)}" for f in spec.stored_fields())
         self._w.execute(f"CREATE TABLE IF NOT EXISTS {_q(spec.name)} ({cols})")
         self._w.execute(
@@ -960,7 +960,7 @@ class _Transaction:
         self.commit_number = ts * 1000
         self.transaction_key = str(uuid.uuid4())
 
-    def _row(self, spec: ObjectSpec, record_id: str | None) -> tuple[str, dict[str, Any]]:
+    def _row(self, spec: SObjectDef, record_id: str | None) -> tuple[str, dict[str, Any]]:
         if record_id is None or not idmod.is_valid_id(record_id):
             raise StoreError(f"{spec.name}: malformed id {record_id!r}", "MALFORMED_ID")
         rid = idmod.to_18(record_id)
@@ -997,7 +997,7 @@ class _Transaction:
                 cache[rid] = fetched.get(rid)
             self.loaded_ids.setdefault(obj, set()).update(fetched)
 
-    def _values(self, spec: ObjectSpec, values: Mapping[str, Any], op: str) -> dict[str, Any]:
+    def _values(self, spec: SObjectDef, values: Mapping[str, Any], op: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in values.items():
             try:
@@ -1089,7 +1089,7 @@ class _Transaction:
             raise StoreError(f"unknown operation {m.op!r}", "INVALID_OPERATION")
         self.result_ids.append(rid)
 
-    def _create(self, spec: ObjectSpec, m: Mutation) -> None:
+    def _create(self, spec: SObjectDef, m: Mutation) -> None:
         if m.id is not None:
             raise StoreError("Id not specified in a create call", "INVALID_FIELD", ["Id"])
         values = self._values(spec, m.values, "create")
@@ -1118,7 +1118,7 @@ class _Transaction:
         self.result_ids.append(rid)
 
     @staticmethod
-    def _check_required(spec: ObjectSpec, row: Mapping[str, Any]) -> None:
+    def _check_required(spec: SObjectDef, row: Mapping[str, Any]) -> None:
         missing = [
             f.name
             for f in spec.stored_fields()

@@ -12,7 +12,7 @@ import pytest
 
 from sfdc_emulator import cdc
 from sfdc_emulator.clock import Clock
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.store import CommitResult, Mutation, OrgStore, StoreError
 
 
@@ -267,7 +267,7 @@ def test_adding_a_field_changes_the_schema_id_and_old_ids_still_resolve(
     store = OrgStore(tmp_path / "org")
     opp = _opp(store)
     old_id = store.current_schema_id("Opportunity")
-    store.schema.add_field("Opportunity", FieldSpec("Segment__c", "string", "Segment", length=40))
+    store.schema.add_field("Opportunity", FieldDef("Segment__c", "string", "Segment", length=40))
     new_id = store.current_schema_id("Opportunity")
     assert new_id != old_id
     result = store.commit([Mutation("update", "Opportunity", opp, {"Segment__c": "Mid"})])
