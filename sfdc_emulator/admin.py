@@ -118,8 +118,6 @@ class AdminApi:
     def faults(self) -> Any:
         return self.ctx.faults
 
-    # ------------------------------------------------------------------ HTTP
-
     def handle(self, request: Request, session: Session, body: bytes) -> Response:
         try:
             payload = json.loads(body or b"{}")
@@ -148,8 +146,6 @@ class AdminApi:
 
     def routes(self) -> list[ApiRoute]:
         return [ApiRoute(ADMIN_PATH, self.handle, ("POST",), auth=True, count=False)]
-
-    # ------------------------------------------------------------------ helpers
 
     def _object(self, args: dict[str, Any]) -> str:
         name = args.get("object") or args.get("obj")
@@ -237,8 +233,6 @@ class AdminApi:
         if not candidates:
             raise AdminError(f"{obj} has no field the admin can update")
         return lambda: {(f := self.rng.choice(candidates)).name: self._random_value(f)}
-
-    # ------------------------------------------------------------------ record commands
 
     def _delegate(self, method: str, obj: str, *args: Any) -> dict[str, Any] | None:
         """Use the traffic generator's one-shot (realistic values) when there is one."""
@@ -341,8 +335,6 @@ class AdminApi:
         result = self.store.gap(obj, ids, values)
         return {"ids": result.ids, "count": len(result.ids), "replay_ids": result.replay_ids}
 
-    # ------------------------------------------------------------------ schema commands
-
     def add_field(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self._object(args)
         name = str(args.get("field") or args.get("name") or "")
@@ -392,8 +384,6 @@ class AdminApi:
             raise AdminError("'values' must be a non-empty list")
         self.store.schema.set_picklist(obj, name, list(values))
         return {"object": obj, "field": name, "values": list(values)}
-
-    # ------------------------------------------------------------------ faults
 
     def fail(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("target", "rest")).lower()
@@ -470,8 +460,6 @@ class AdminApi:
         self.faults.reset()
         return self.faults.snapshot()
 
-    # ------------------------------------------------------------------ clock, traffic, status
-
     def advance_clock(self, args: dict[str, Any]) -> dict[str, Any]:
         seconds = parse_duration(args.get("duration", args.get("seconds", 0)))
         advance = getattr(self.store, "advance_clock", None)
@@ -531,9 +519,6 @@ class AdminApi:
 
     def issue_token(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"access_token": self.ctx.oauth.issue_token("admin")}
-
-
-# ---------------------------------------------------------------------------- client
 
 
 def _ssl_context(info: dict[str, Any]) -> ssl.SSLContext:

@@ -196,7 +196,6 @@ class BulkQueryJobs:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk-query")
         ctx.extra["bulk"] = self
 
-    # -- bookkeeping
     def _now_ms(self) -> int:
         return self.ctx.store.clock.now_ms()
 
@@ -242,7 +241,6 @@ class BulkQueryJobs:
             self._close_cursor(job)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    # -- handlers
     def create(self, request: Request, session: Session, body: bytes) -> Response:
         version = check_version(request)
         try:
@@ -392,7 +390,6 @@ class BulkQueryJobs:
         chunks = _page_chunks(handle, header, byte_start, byte_end, gzip)
         return StreamingResponse(chunks, media_type="text/csv", headers=headers)
 
-    # -- worker
     def _close_cursor(self, job: BulkJob) -> None:
         cursor, job.cursor = job.cursor, None
         if cursor is not None:
@@ -473,7 +470,6 @@ class BulkQueryJobs:
         job.records = rows
         job.bytes_written = position
 
-    # -- routes
     def routes(self) -> list[ApiRoute]:
         base = "/services/data/v{version}/jobs/query"
         one = base + "/{job_id}"

@@ -240,9 +240,6 @@ def decode_bitmaps(schema: Mapping[str, Any] | str, bitmaps: Sequence[str]) -> l
     return names
 
 
-# --------------------------------------------------------------------------- values
-
-
 def to_avro(type_: str, value: Any) -> Any:
     """A stored Python value -> the Avro value of its field type."""
     if value is None:

@@ -433,9 +433,6 @@ def describe_global(specs: Iterable[SObjectDef], api_version: str) -> dict[str, 
     }
 
 
-# --------------------------------------------------------------------------- catalog helpers
-
-
 def _label(name: str) -> str:
     base = name.removesuffix("__c").replace("_", " ")
     if base.endswith("Id") and len(base) > 2:

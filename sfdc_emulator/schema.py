@@ -66,8 +66,6 @@ class OrgSchema:
         self._versions.update(versions or {})
         self.on_change: Callable[[SchemaChange], None] | None = None
 
-    # ------------------------------------------------------------------ reads
-
     def get(self, name: str) -> SObjectDef:
         """The SObjectDef for ``name`` (case-insensitive); KeyError if unknown."""
         with self._lock:
@@ -105,8 +103,6 @@ class OrgSchema:
     def version(self, obj: str) -> int:
         with self._lock:
             return self._versions[self.get(obj).name]
-
-    # ------------------------------------------------------------------ writes
 
     def add_field(self, obj: str, spec: FieldDef) -> SObjectDef:
         """Add a field at the end of the object (custom fields: name must end in ``__c``)."""
@@ -162,8 +158,6 @@ class OrgSchema:
             self.on_change(SchemaChange(kind, new.name, field, new, _dump(objects, versions)))
         self._objects = objects
         self._versions = versions
-
-    # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> str:
         with self._lock:

@@ -77,9 +77,6 @@ class SoqlError(Exception):
         self.message = message
 
 
-# ----------------------------------------------------------------------------- tokenizer
-
-
 @dataclass(frozen=True)
 class Token:
     kind: str  # IDENT STRING NUMBER DATETIME DATE OP PUNCT EOF
@@ -164,9 +161,6 @@ def _unescape(raw: str, for_like: bool, text: str, pos: int) -> str:
             raise _malformed(text, pos + i + 1, f"Invalid string literal '{raw}'. Illegal escape")
         i += 2
     return "".join(out)
-
-
-# ----------------------------------------------------------------------------- AST
 
 
 @dataclass(frozen=True)
@@ -288,9 +282,6 @@ class SoqlQuery:
         return [c.name for c in self.columns]
 
 
-# ----------------------------------------------------------------------------- parser
-
-
 def quote_ident(name: str) -> str:
     """Quote a catalog identifier for DuckDB (names come from describe, never from users)."""
     return '"' + name.replace('"', '""') + '"'
@@ -318,7 +309,6 @@ class _Parser:
         self.alias: str | None = None
         self.obj: SObjectDef | None = None
 
-    # -- token helpers
     @property
     def tok(self) -> Token:
         return self.tokens[self.i]
@@ -347,7 +337,6 @@ class _Parser:
     def at_punct(self, value: str) -> bool:
         return self.tok.kind == "PUNCT" and self.tok.value == value
 
-    # -- grammar
     def parse(self) -> SoqlQuery:
         self.expect_kw("SELECT")
         is_count = False
@@ -487,7 +476,6 @@ class _Parser:
             return [f for f in self.obj.fields if f.custom]
         return [f for f in self.obj.fields if not f.custom]
 
-    # -- resolution
     def resolve_simple(self, f: FieldDef) -> FieldRef:
         return FieldRef((f.name,), f, f"t0.{quote_ident(f.name)}")
 
@@ -597,7 +585,6 @@ class _Parser:
                     return j.object
         return None
 
-    # -- WHERE
     def condition(self) -> Any:
         items = [self.unary()]
         op: str | None = None
@@ -768,7 +755,6 @@ class _Parser:
             f"value of filter criterion for field '{ref.field.name}' must be of type {need}",
         )
 
-    # -- ORDER BY / LIMIT
     def order_list(self) -> list[OrderItem]:
         items = []
         while True:
@@ -835,9 +821,6 @@ def parse(text: str, catalog: Mapping[str, SObjectDef] | OrgSchema) -> SoqlQuery
     else:
         snapshot = dict(catalog)
     return _Parser(text, snapshot).parse()
-
-
-# ----------------------------------------------------------------------------- translation
 
 
 def _is_text(ref: FieldRef) -> bool:

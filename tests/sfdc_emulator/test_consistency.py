@@ -181,10 +181,8 @@ def apply(
     return ids
 
 
-# -- normalisation: every protocol's encoding of a value → one comparable Python value ---------
-
-
 def _norm(sf_type: str, value: Any) -> Any:
+    """Every protocol's encoding of a value -> one comparable Python value."""
     if value is None or value == "":
         return None  # Bulk CSV cannot tell "" from null, nor can Salesforce text fields
     if sf_type == "datetime":

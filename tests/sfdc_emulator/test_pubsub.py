@@ -104,9 +104,6 @@ def _wait_for_error(client: SubscribeClient) -> grpc.RpcError:
     return err
 
 
-# --------------------------------------------------------------------------- topics/schemas
-
-
 def test_get_topic_single_object_and_schema(org: OrgStore, stub: pb2_grpc.PubSubStub) -> None:
     info = stub.GetTopic(
         pb2.TopicRequest(topic_name="/data/AccountChangeEvent"), metadata=auth_metadata()
@@ -209,9 +206,6 @@ def test_publish_and_managed_subscribe_fail_cleanly(stub: pb2_grpc.PubSubStub) -
     with pytest.raises(grpc.RpcError) as info:
         list(managed)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-# --------------------------------------------------------------------------- delivery
 
 
 def test_earliest_delivers_every_event_once_in_replay_order(
@@ -605,9 +599,6 @@ def test_two_subscribers_each_get_everything(org: OrgStore, stub: pb2_grpc.PubSu
     finally:
         for client in clients:
             client.close()
-
-
-# --------------------------------------------------------------------------- lifecycle, faults
 
 
 def test_idle_stream_is_closed(org: OrgStore) -> None:
