@@ -339,75 +339,11 @@ class _Parser:
 
     def parse(self) -> SoqlQuery:
         self.expect_kw("SELECT")
-        is_count = False
-        if (
-            self.tok.is_kw("COUNT")
-            and self.tokens[self.i + 1].value == "("
-            and self.tokens[self.i + 2].value == ")"
-        ):
-            is_count = True
-            self.i += 3
-            raw_items: list[tuple[str, Any, int]] = []
-        else:
-            raw_items = self.select_list()
+        is_count, raw_items = self.select_head()
         self.expect_kw("FROM")
-        obj_tok = self.tok
-        if obj_tok.kind != "IDENT" or obj_tok.upper in KEYWORDS:
-            raise self.unexpected()
-        self.advance()
-        obj = _find_object(self.catalog, obj_tok.value)
-        if obj is None:
-            raise _error_at(
-                "INVALID_TYPE",
-                self.text,
-                obj_tok.pos,
-                f"sObject type '{obj_tok.value}' is not supported. {_INVALID_TYPE_HINT}",
-            )
-        self.obj = obj
-        if self.tok.kind == "IDENT" and self.tok.upper not in KEYWORDS:
-            self.alias = self.advance().value
-        columns: list[OutputColumn] = []
-        uses_fields = False
-        seen: set[str] = set()
-        for kind, payload, pos in raw_items:
-            if kind == "fields":
-                uses_fields = True
-                for f in self.fields_function(payload):
-                    if f.name.lower() in seen:
-                        continue
-                    seen.add(f.name.lower())
-                    columns.append(self.output_column(self.resolve_simple(f), len(columns)))
-                continue
-            ref = self.resolve(payload, pos)
-            key = ref.name.lower()
-            if key in seen:
-                raise _malformed(self.text, pos, f"duplicate field selected: {ref.name}")
-            seen.add(key)
-            columns.append(self.output_column(ref, len(columns)))
-        where = None
-        if self.tok.is_kw("WHERE"):
-            self.advance()
-            where = self.condition()
-        if self.tok.is_kw("WITH", "GROUP", "HAVING", "FOR", "USING", "TYPEOF"):
-            raise self.unexpected()
-        order_by: list[OrderItem] = []
-        if self.tok.is_kw("ORDER"):
-            self.advance()
-            self.expect_kw("BY")
-            order_by = self.order_list()
-        limit = offset = None
-        if self.tok.is_kw("LIMIT"):
-            self.advance()
-            limit = self.integer()
-        if self.tok.is_kw("OFFSET"):
-            self.advance()
-            offset = self.integer()
-            if offset > MAX_OFFSET:
-                raise SoqlError(
-                    "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}"
-                )
-        if self.tok.kind != "EOF":
-            raise self.unexpected()
+        obj = self.from_object()
+        columns, uses_fields = self.output_columns(raw_items)
+        where, order_by, limit, offset = self.clauses()
         if is_count and order_by:
             raise _malformed(self.text, 0, "ORDER BY not allowed with COUNT()")
         needs_limit = any(k == "fields" and p in ("ALL", "CUSTOM") for k, p, _ in raw_items)
@@ -433,6 +369,89 @@ class _Parser:
             relationships=rels,
             uses_fields_function=uses_fields,
         )
+
+    def select_head(self) -> tuple[bool, list[tuple[str, Any, int]]]:
+        """``COUNT()`` (True, no items) or the select list's raw items."""
+        if (
+            self.tok.is_kw("COUNT")
+            and self.tokens[self.i + 1].value == "("
+            and self.tokens[self.i + 2].value == ")"
+        ):
+            self.i += 3
+            return True, []
+        return False, self.select_list()
+
+    def from_object(self) -> SObjectDef:
+        """The FROM object (and its alias, when one follows)."""
+        obj_tok = self.tok
+        if obj_tok.kind != "IDENT" or obj_tok.upper in KEYWORDS:
+            raise self.unexpected()
+        self.advance()
+        obj = _find_object(self.catalog, obj_tok.value)
+        if obj is None:
+            raise _error_at(
+                "INVALID_TYPE",
+                self.text,
+                obj_tok.pos,
+                f"sObject type '{obj_tok.value}' is not supported. {_INVALID_TYPE_HINT}",
+            )
+        self.obj = obj
+        if self.tok.kind == "IDENT" and self.tok.upper not in KEYWORDS:
+            self.alias = self.advance().value
+        return obj
+
+    def output_columns(
+        self, raw_items: list[tuple[str, Any, int]]
+    ) -> tuple[list[OutputColumn], bool]:
+        """The select items resolved against the FROM object, and whether FIELDS() was used
+        (its fields are deduplicated; a field named twice is an error)."""
+        columns: list[OutputColumn] = []
+        uses_fields = False
+        seen: set[str] = set()
+        for kind, payload, pos in raw_items:
+            if kind == "fields":
+                uses_fields = True
+                for f in self.fields_function(payload):
+                    if f.name.lower() in seen:
+                        continue
+                    seen.add(f.name.lower())
+                    columns.append(self.output_column(self.resolve_simple(f), len(columns)))
+                continue
+            ref = self.resolve(payload, pos)
+            key = ref.name.lower()
+            if key in seen:
+                raise _malformed(self.text, pos, f"duplicate field selected: {ref.name}")
+            seen.add(key)
+            columns.append(self.output_column(ref, len(columns)))
+        return columns, uses_fields
+
+    def clauses(self) -> tuple[Any, list[OrderItem], int | None, int | None]:
+        """WHERE, ORDER BY, LIMIT and OFFSET, up to the end of the query."""
+        where = None
+        if self.tok.is_kw("WHERE"):
+            self.advance()
+            where = self.condition()
+        if self.tok.is_kw("WITH", "GROUP", "HAVING", "FOR", "USING", "TYPEOF"):
+            raise self.unexpected()
+        order_by: list[OrderItem] = []
+        if self.tok.is_kw("ORDER"):
+            self.advance()
+            self.expect_kw("BY")
+            order_by = self.order_list()
+        limit = offset = None
+        if self.tok.is_kw("LIMIT"):
+            self.advance()
+            limit = self.integer()
+        if self.tok.is_kw("OFFSET"):
+            self.advance()
+            offset = self.integer()
+            if offset > MAX_OFFSET:
+                raise SoqlError(
+                    "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}"
+                )
+        if self.tok.kind != "EOF":
+            raise self.unexpected()
+        return where, order_by, limit, offset
 
     def select_list(self) -> list[tuple[str, Any, int]]:
         items: list[tuple[str, Any, int]] = []
