@@ -41,7 +41,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.oauth import JWT_BEARER_GRANT, Session
 from sfdc_emulator.rest import ApiContext, ApiError, ApiRoute
 from sfdc_emulator.soql import quote_ident
@@ -118,8 +118,6 @@ class AdminApi:
     def faults(self) -> Any:
         return self.ctx.faults
 
-    # ------------------------------------------------------------------ HTTP
-
     def handle(self, request: Request, session: Session, body: bytes) -> Response:
         try:
             payload = json.loads(body or b"{}")
@@ -148,8 +146,6 @@ class AdminApi:
 
     def routes(self) -> list[ApiRoute]:
         return [ApiRoute(ADMIN_PATH, self.handle, ("POST",), auth=True, count=False)]
-
-    # ------------------------------------------------------------------ helpers
 
     def _object(self, args: dict[str, Any]) -> str:
         name = args.get("object") or args.get("obj")
@@ -188,7 +184,7 @@ class AdminApi:
             replay_ids.extend(result.replay_ids)
         return {"ids": ids, "count": len(ids), "replay_ids": replay_ids}
 
-    def _candidate_fields(self, obj: str) -> list[FieldSpec]:
+    def _candidate_fields(self, obj: str) -> list[FieldDef]:
         spec = self.store.schema.get(obj)
         return [
             f
@@ -200,7 +196,7 @@ class AdminApi:
             and not (f.type == "picklist" and not f.picklist_values)
         ]
 
-    def _random_value(self, f: FieldSpec) -> Any:
+    def _random_value(self, f: FieldDef) -> Any:
         rng = self.rng
         if f.type == "picklist":
             return rng.choice(f.picklist_values)
@@ -237,8 +233,6 @@ class AdminApi:
         if not candidates:
             raise AdminError(f"{obj} has no field the admin can update")
         return lambda: {(f := self.rng.choice(candidates)).name: self._random_value(f)}
-
-    # ------------------------------------------------------------------ record commands
 
     def _delegate(self, method: str, obj: str, *args: Any) -> dict[str, Any] | None:
         """Use the traffic generator's one-shot (realistic values) when there is one."""
@@ -341,8 +335,6 @@ class AdminApi:
         result = self.store.gap(obj, ids, values)
         return {"ids": result.ids, "count": len(result.ids), "replay_ids": result.replay_ids}
 
-    # ------------------------------------------------------------------ schema commands
-
     def add_field(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self._object(args)
         name = str(args.get("field") or args.get("name") or "")
@@ -364,7 +356,7 @@ class AdminApi:
         if ftype == "boolean":
             kwargs["nillable"] = False
             kwargs["default_value"] = False
-        spec = FieldSpec(
+        spec = FieldDef(
             name=name,
             type=ftype,
             label=str(args.get("label") or name.removesuffix("__c").replace("_", " ")),
@@ -392,8 +384,6 @@ class AdminApi:
             raise AdminError("'values' must be a non-empty list")
         self.store.schema.set_picklist(obj, name, list(values))
         return {"object": obj, "field": name, "values": list(values)}
-
-    # ------------------------------------------------------------------ faults
 
     def fail(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("target", "rest")).lower()
@@ -470,8 +460,6 @@ class AdminApi:
         self.faults.reset()
         return self.faults.snapshot()
 
-    # ------------------------------------------------------------------ clock, traffic, status
-
     def advance_clock(self, args: dict[str, Any]) -> dict[str, Any]:
         seconds = parse_duration(args.get("duration", args.get("seconds", 0)))
         advance = getattr(self.store, "advance_clock", None)
@@ -531,9 +519,6 @@ class AdminApi:
 
     def issue_token(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"access_token": self.ctx.oauth.issue_token("admin")}
-
-
-# ---------------------------------------------------------------------------- client
 
 
 def _ssl_context(info: dict[str, Any]) -> ssl.SSLContext:

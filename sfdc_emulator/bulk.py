@@ -45,7 +45,7 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.ids import make_id
 from sfdc_emulator.oauth import Session
 from sfdc_emulator.rest import (
@@ -71,7 +71,7 @@ JOB_RETENTION_MS = 7 * 24 * 3600 * 1000  # terminal jobs are deleted after 7 day
 DAY_MS = 24 * 3600 * 1000
 
 
-def csv_expression(expr: str, f: FieldSpec) -> str:
+def csv_expression(expr: str, f: FieldDef) -> str:
     """SQL rendering ``expr`` (a column of type ``f``) as one quoted Bulk CSV cell, the way
     Salesforce writes it (``"true"``, ``"2024-01-31T12:34:56.000Z"``, quotes doubled);
     NULL stays NULL (an empty cell). The quotes are folded into the format strings so
@@ -196,7 +196,6 @@ class BulkQueryJobs:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk-query")
         ctx.extra["bulk"] = self
 
-    # -- bookkeeping
     def _now_ms(self) -> int:
         return self.ctx.store.clock.now_ms()
 
@@ -242,7 +241,6 @@ class BulkQueryJobs:
             self._close_cursor(job)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    # -- handlers
     def create(self, request: Request, session: Session, body: bytes) -> Response:
         version = check_version(request)
         try:
@@ -392,7 +390,6 @@ class BulkQueryJobs:
         chunks = _page_chunks(handle, header, byte_start, byte_end, gzip)
         return StreamingResponse(chunks, media_type="text/csv", headers=headers)
 
-    # -- worker
     def _close_cursor(self, job: BulkJob) -> None:
         cursor, job.cursor = job.cursor, None
         if cursor is not None:
@@ -473,7 +470,6 @@ class BulkQueryJobs:
         job.records = rows
         job.bytes_written = position
 
-    # -- routes
     def routes(self) -> list[ApiRoute]:
         base = "/services/data/v{version}/jobs/query"
         one = base + "/{job_id}"

@@ -22,7 +22,7 @@ from typing import Any
 
 import fastavro
 
-from sfdc_emulator.describe import ADDRESS_PARTS, PERSON_NAME_PARTS, FieldSpec, ObjectSpec
+from sfdc_emulator.describe import ADDRESS_PARTS, PERSON_NAME_PARTS, FieldDef, SObjectDef
 
 NAMESPACE = "com.sforce.eventbus"
 CHANGE_TYPES = (
@@ -93,9 +93,9 @@ def _nullable(name: str, avro_type: Any, doc: str | None = None) -> dict[str, An
     return out
 
 
-def _compound_children(spec: ObjectSpec, compound: FieldSpec) -> dict[str, FieldSpec]:
+def _compound_children(spec: SObjectDef, compound: FieldDef) -> dict[str, FieldDef]:
     """Avro child name -> stored component field of a compound parent."""
-    out: dict[str, FieldSpec] = {}
+    out: dict[str, FieldDef] = {}
     prefix = compound.name.removesuffix("Address") if compound.type == "address" else ""
     for f in spec.fields:
         if f.compound_field_name == compound.name:
@@ -103,11 +103,11 @@ def _compound_children(spec: ObjectSpec, compound: FieldSpec) -> dict[str, Field
     return out
 
 
-def _is_person_name(spec: ObjectSpec, f: FieldSpec) -> bool:
+def _is_person_name(spec: SObjectDef, f: FieldDef) -> bool:
     return f.name == "Name" and any(x.compound_field_name == "Name" for x in spec.fields)
 
 
-def avro_schema(spec: ObjectSpec) -> dict[str, Any]:
+def avro_schema(spec: SObjectDef) -> dict[str, Any]:
     """The ``<Obj>ChangeEvent`` Avro schema (a JSON-able dict) for the current describe."""
     fields: list[dict[str, Any]] = [{"name": "ChangeEventHeader", "type": _header_schema()}]
     address_defined = False
@@ -240,9 +240,6 @@ def decode_bitmaps(schema: Mapping[str, Any] | str, bitmaps: Sequence[str]) -> l
     return names
 
 
-# --------------------------------------------------------------------------- values
-
-
 def to_avro(type_: str, value: Any) -> Any:
     """A stored Python value -> the Avro value of its field type."""
     if value is None:
@@ -265,9 +262,9 @@ def to_avro(type_: str, value: Any) -> Any:
 
 
 class EventLayout:
-    """The compiled CDC layout of one ObjectSpec: schema, id, field positions, body builder."""
+    """The compiled CDC layout of one SObjectDef: schema, id, field positions, body builder."""
 
-    def __init__(self, spec: ObjectSpec) -> None:
+    def __init__(self, spec: SObjectDef) -> None:
         self.spec = spec
         self.schema = avro_schema(spec)
         self.schema_json = schema_json(self.schema)
@@ -277,8 +274,8 @@ class EventLayout:
         self.top_pos = {name: i for i, name in enumerate(self.top_names)}
         # stored component field -> (parent position, child position, child avro name)
         self.component: dict[str, tuple[int, int, str]] = {}
-        self.compounds: dict[int, list[tuple[str, FieldSpec | None]]] = {}
-        self.top_fields: list[tuple[str, FieldSpec]] = []
+        self.compounds: dict[int, list[tuple[str, FieldDef | None]]] = {}
+        self.top_fields: list[tuple[str, FieldDef]] = []
         for f in spec.fields:
             if f.name not in self.top_pos:
                 continue

@@ -1,5 +1,9 @@
-"""Object catalog of the emulated org: FieldSpec / ObjectSpec, the 8 default objects, and the
+"""Object catalog of the emulated org: FieldDef / SObjectDef, the 8 default objects, and the
 ``sobjects/{Obj}/describe`` and describe-global JSON bodies built from them.
+
+The names say "definition": these are what the org *is* (its tables, Avro schemas and
+describe bodies are derived from them), unlike ``sync_engine.spec.FieldSpec/ObjectSpec``,
+the sync's view of an object built from a describe body.
 
 Field names, types, lengths and picklist values follow the standard Salesforce objects
 (Winter '24 era) closely enough that a client driven by describe behaves as against a real
@@ -79,7 +83,7 @@ ADDRESS_PARTS = (
 
 
 @dataclass(frozen=True)
-class FieldSpec:
+class FieldDef:
     """One field of an object, as describe reports it (plus the emulator's PII flag)."""
 
     name: str
@@ -196,7 +200,12 @@ class FieldSpec:
         }
 
 
-def _extra_type_info(f: FieldSpec) -> str | None:
+# The emulator's FieldDef was called FieldSpec, like sync_engine's; tests outside the
+# emulator still import the old name.
+FieldSpec = FieldDef
+
+
+def _extra_type_info(f: FieldDef) -> str | None:
     if f.type == "textarea":
         return "plaintextarea"
     if f.compound_field_name is not None and f.name.endswith(("Latitude", "Longitude")):
@@ -223,17 +232,17 @@ SYSTEM_FIELDS = _SYSTEM
 
 
 @dataclass(frozen=True)
-class ObjectSpec:
+class SObjectDef:
     """One sObject type: its key prefix and fields in describe order."""
 
     name: str
     label: str
     label_plural: str
     key_prefix: str
-    fields: tuple[FieldSpec, ...] = field(default_factory=tuple)
+    fields: tuple[FieldDef, ...] = field(default_factory=tuple)
     custom: bool = False
 
-    def field(self, name: str) -> FieldSpec:
+    def field(self, name: str) -> FieldDef:
         """The field named ``name`` (case-insensitive); KeyError if unknown."""
         key = name.lower()
         for f in self.fields:
@@ -245,7 +254,7 @@ class ObjectSpec:
         key = name.lower()
         return any(f.name.lower() == key for f in self.fields)
 
-    def stored_fields(self) -> list[FieldSpec]:
+    def stored_fields(self) -> list[FieldDef]:
         """DB columns in describe order (every field except compound address parents)."""
         return [f for f in self.fields if f.stored]
 
@@ -256,7 +265,7 @@ class ObjectSpec:
         return [f.name for f in self.fields if f.pii]
 
     def describe_json(
-        self, api_version: str, catalog: Iterable[ObjectSpec] | None = None
+        self, api_version: str, catalog: Iterable[SObjectDef] | None = None
     ) -> dict[str, Any]:
         """The ``sobjects/{Obj}/describe`` body. ``catalog`` (all objects of the org, default:
         the default catalog) supplies the childRelationships."""
@@ -346,7 +355,7 @@ class ObjectSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ObjectSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> SObjectDef:
         fields = tuple(field_from_dict(f) for f in data["fields"])
         return cls(
             name=data["name"],
@@ -358,16 +367,16 @@ class ObjectSpec:
         )
 
 
-def field_from_dict(data: Mapping[str, Any]) -> FieldSpec:
-    """Inverse of ``dataclasses.asdict`` for FieldSpec (lists back to tuples)."""
-    known = {f.name for f in dataclasses.fields(FieldSpec)}
+def field_from_dict(data: Mapping[str, Any]) -> FieldDef:
+    """Inverse of ``dataclasses.asdict`` for FieldDef (lists back to tuples)."""
+    known = {f.name for f in dataclasses.fields(FieldDef)}
     kwargs = {k: v for k, v in data.items() if k in known}
     for key in ("reference_to", "picklist_values"):
         kwargs[key] = tuple(kwargs.get(key) or ())
-    return FieldSpec(**kwargs)
+    return FieldDef(**kwargs)
 
 
-def _object_flags(spec: ObjectSpec) -> dict[str, bool]:
+def _object_flags(spec: SObjectDef) -> dict[str, bool]:
     # User rows cannot be deleted in Salesforce; everything else here is fully DML-able.
     deletable = spec.name != "User"
     return {
@@ -383,7 +392,7 @@ def _object_flags(spec: ObjectSpec) -> dict[str, bool]:
     }
 
 
-def describe_global_entry(spec: ObjectSpec, api_version: str) -> dict[str, Any]:
+def describe_global_entry(spec: SObjectDef, api_version: str) -> dict[str, Any]:
     """One element of ``sobjects`` in the describe-global body."""
     base = f"/services/data/v{api_version}/sobjects/{spec.name}"
     return {
@@ -415,16 +424,13 @@ def describe_global_entry(spec: ObjectSpec, api_version: str) -> dict[str, Any]:
     }
 
 
-def describe_global(specs: Iterable[ObjectSpec], api_version: str) -> dict[str, Any]:
+def describe_global(specs: Iterable[SObjectDef], api_version: str) -> dict[str, Any]:
     """The ``GET /services/data/vXX.X/sobjects/`` body."""
     return {
         "encoding": "UTF-8",
         "maxBatchSize": 200,
         "sobjects": [describe_global_entry(s, api_version) for s in specs],
     }
-
-
-# --------------------------------------------------------------------------- catalog helpers
 
 
 def _label(name: str) -> str:
@@ -434,7 +440,7 @@ def _label(name: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", base).strip()
 
 
-def _f(name: str, type_: str, label: str | None = None, **kw: Any) -> FieldSpec:
+def _f(name: str, type_: str, label: str | None = None, **kw: Any) -> FieldDef:
     if name.endswith("__c"):
         kw.setdefault("custom", True)
     if type_ == "boolean":
@@ -459,7 +465,7 @@ def _f(name: str, type_: str, label: str | None = None, **kw: Any) -> FieldSpec:
         kw.setdefault("length", 40)
     if type_ == "url":
         kw.setdefault("length", 255)
-    return FieldSpec(name=name, type=type_, label=label or _label(name), **kw)
+    return FieldDef(name=name, type=type_, label=label or _label(name), **kw)
 
 
 def _ref(
@@ -468,7 +474,7 @@ def _ref(
     rel: str,
     child: str | None = None,
     **kw: Any,
-) -> FieldSpec:
+) -> FieldDef:
     targets = (to,) if isinstance(to, str) else to
     return _f(
         name,
@@ -480,22 +486,22 @@ def _ref(
     )
 
 
-def _pick(name: str, values: Iterable[str], **kw: Any) -> FieldSpec:
+def _pick(name: str, values: Iterable[str], **kw: Any) -> FieldDef:
     return _f(name, "picklist", picklist_values=tuple(values), **kw)
 
 
-def _read_only(f: FieldSpec) -> FieldSpec:
+def _read_only(f: FieldDef) -> FieldDef:
     return dataclasses.replace(f, createable=False, updateable=False)
 
 
-def _head() -> list[FieldSpec]:
+def _head() -> list[FieldDef]:
     return [
         _f("Id", "id", "Record ID", nillable=False, createable=False, updateable=False),
         _f("IsDeleted", "boolean", "Deleted", createable=False, updateable=False),
     ]
 
 
-def _tail() -> list[FieldSpec]:
+def _tail() -> list[FieldDef]:
     ro = {"createable": False, "updateable": False, "nillable": False}
     return [
         _f("CreatedDate", "datetime", "Created Date", **ro),
@@ -506,11 +512,11 @@ def _tail() -> list[FieldSpec]:
     ]
 
 
-def _owner(child: str | None = None) -> FieldSpec:
+def _owner(child: str | None = None) -> FieldDef:
     return _ref("OwnerId", "User", "Owner", child, label="Owner ID", nillable=False)
 
 
-def _address(prefix: str, label: str, pii: bool) -> list[FieldSpec]:
+def _address(prefix: str, label: str, pii: bool) -> list[FieldDef]:
     compound = f"{prefix}Address"
     ro_compound = {"createable": False, "updateable": False}
     parts = [
@@ -531,7 +537,7 @@ def _address(prefix: str, label: str, pii: bool) -> list[FieldSpec]:
     return [top, *parts]
 
 
-def _person_name(salutation: bool = True) -> list[FieldSpec]:
+def _person_name(salutation: bool = True) -> list[FieldDef]:
     parts = [
         _f("LastName", "string", "Last Name", length=80, nillable=False, pii=True),
         _f("FirstName", "string", "First Name", length=40, pii=True),
@@ -625,7 +631,7 @@ TIME_ZONES = (
 )
 
 
-def _account() -> ObjectSpec:
+def _account() -> SObjectDef:
     fields = [
         *_head(),
         _ref("MasterRecordId", "Account", "MasterRecord", createable=False, updateable=False),
@@ -662,10 +668,10 @@ def _account() -> ObjectSpec:
         ),
         _pick("Active__c", ("Yes", "No"), label="Active"),
     ]
-    return ObjectSpec("Account", "Account", "Accounts", KEY_PREFIXES["Account"], tuple(fields))
+    return SObjectDef("Account", "Account", "Accounts", KEY_PREFIXES["Account"], tuple(fields))
 
 
-def _contact() -> ObjectSpec:
+def _contact() -> SObjectDef:
     fields = [
         *_head(),
         _ref("MasterRecordId", "Contact", "MasterRecord", createable=False, updateable=False),
@@ -692,10 +698,10 @@ def _contact() -> ObjectSpec:
         ),
         _f("Contact_Score__c", "double", "Contact Score", precision=3, scale=0),
     ]
-    return ObjectSpec("Contact", "Contact", "Contacts", KEY_PREFIXES["Contact"], tuple(fields))
+    return SObjectDef("Contact", "Contact", "Contacts", KEY_PREFIXES["Contact"], tuple(fields))
 
 
-def _lead() -> ObjectSpec:
+def _lead() -> SObjectDef:
     fields = [
         *_head(),
         _ref("MasterRecordId", "Lead", "MasterRecord", createable=False, updateable=False),
@@ -730,10 +736,10 @@ def _lead() -> ObjectSpec:
         *_tail(),
         _f("Lead_Score__c", "double", "Lead Score", precision=3, scale=0),
     ]
-    return ObjectSpec("Lead", "Lead", "Leads", KEY_PREFIXES["Lead"], tuple(fields))
+    return SObjectDef("Lead", "Lead", "Leads", KEY_PREFIXES["Lead"], tuple(fields))
 
 
-def _opportunity() -> ObjectSpec:
+def _opportunity() -> SObjectDef:
     fields = [
         *_head(),
         _ref("AccountId", "Account", "Account", "Opportunities", label="Account ID"),
@@ -780,12 +786,12 @@ def _opportunity() -> ObjectSpec:
         _f("Contract_Term_Months__c", "double", "Contract Term (Months)", precision=3, scale=0),
         _pick("Region__c", ("AMER", "EMEA", "APAC", "LATAM"), label="Region"),
     ]
-    return ObjectSpec(
+    return SObjectDef(
         "Opportunity", "Opportunity", "Opportunities", KEY_PREFIXES["Opportunity"], tuple(fields)
     )
 
 
-def _line_item() -> ObjectSpec:
+def _line_item() -> SObjectDef:
     fields = [
         *_head(),
         _ref(
@@ -817,7 +823,7 @@ def _line_item() -> ObjectSpec:
         *_tail(),
         _pick("Line_Type__c", ("New", "Renewal", "Upsell"), label="Line Type"),
     ]
-    return ObjectSpec(
+    return SObjectDef(
         "OpportunityLineItem",
         "Opportunity Product",
         "Opportunity Product",
@@ -826,7 +832,7 @@ def _line_item() -> ObjectSpec:
     )
 
 
-def _user() -> ObjectSpec:
+def _user() -> SObjectDef:
     fields = [
         *_head(),
         _f("Username", "string", length=80, nillable=False, unique=True, pii=True),
@@ -855,10 +861,10 @@ def _user() -> ObjectSpec:
         *_tail(),
         _pick("Sales_Team__c", ("Enterprise", "Mid-Market", "SMB", "Partner"), label="Team"),
     ]
-    return ObjectSpec("User", "User", "Users", KEY_PREFIXES["User"], tuple(fields))
+    return SObjectDef("User", "User", "Users", KEY_PREFIXES["User"], tuple(fields))
 
 
-def _activity_common(child: str) -> list[FieldSpec]:
+def _activity_common(child: str) -> list[FieldDef]:
     return [
         _ref("WhoId", ("Contact", "Lead"), "Who", child, label="Name ID"),
         _ref("WhatId", ("Account", "Opportunity"), "What", child, label="Related To ID"),
@@ -866,7 +872,7 @@ def _activity_common(child: str) -> list[FieldSpec]:
     ]
 
 
-def _task() -> ObjectSpec:
+def _task() -> SObjectDef:
     fields = [
         *_head(),
         *_activity_common("Tasks"),
@@ -888,10 +894,10 @@ def _task() -> ObjectSpec:
         *_tail(),
         _pick("Outcome__c", ("Connected", "Left Voicemail", "No Answer", "Meeting Booked")),
     ]
-    return ObjectSpec("Task", "Task", "Tasks", KEY_PREFIXES["Task"], tuple(fields))
+    return SObjectDef("Task", "Task", "Tasks", KEY_PREFIXES["Task"], tuple(fields))
 
 
-def _event() -> ObjectSpec:
+def _event() -> SObjectDef:
     fields = [
         *_head(),
         *_activity_common("Events"),
@@ -915,10 +921,10 @@ def _event() -> ObjectSpec:
             label="Meeting Outcome",
         ),
     ]
-    return ObjectSpec("Event", "Event", "Events", KEY_PREFIXES["Event"], tuple(fields))
+    return SObjectDef("Event", "Event", "Events", KEY_PREFIXES["Event"], tuple(fields))
 
 
-DEFAULT_OBJECTS: tuple[ObjectSpec, ...] = (
+DEFAULT_OBJECTS: tuple[SObjectDef, ...] = (
     _account(),
     _contact(),
     _lead(),
@@ -930,6 +936,6 @@ DEFAULT_OBJECTS: tuple[ObjectSpec, ...] = (
 )
 
 
-def default_catalog() -> dict[str, ObjectSpec]:
-    """A fresh ``{name: ObjectSpec}`` of the default objects."""
+def default_catalog() -> dict[str, SObjectDef]:
+    """A fresh ``{name: SObjectDef}`` of the default objects."""
     return {spec.name: spec for spec in DEFAULT_OBJECTS}

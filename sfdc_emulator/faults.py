@@ -42,8 +42,6 @@ class Faults:
         self._event_delay: EventDelay | None = None
         self._duplicates = 0
 
-    # ------------------------------------------------------------------ arming
-
     def rest_error(self, status: int, error_code: str, count: int = 1) -> None:
         """The next ``count`` REST (and Bulk HTTP) calls fail with ``status``/``error_code``."""
         with self._lock:
@@ -102,8 +100,6 @@ class Faults:
         """Disarm everything (session epoch keeps counting: expired tokens stay expired)."""
         with self._lock:
             self._clear()
-
-    # ------------------------------------------------------------------ consuming
 
     def take_rest_fault(self) -> tuple[int, str] | None:
         with self._lock:

@@ -300,8 +300,6 @@ class _Gen:
         key = sum(ord(c) * 31**i for i, c in enumerate(obj)) % (2**31)
         return np.random.default_rng([self.seed, key, chunk])
 
-    # ---------------------------------------------------------------- column helpers
-
     @staticmethod
     def pick(rng: np.random.Generator, choices: tuple | list, n: int, p=None) -> pa.Array:
         idx = rng.choice(len(choices), size=n, p=p)
@@ -409,8 +407,6 @@ class _Gen:
         return pc.binary_join_element_wise(
             pc.binary_join_element_wise(pa.array(["("] * n), area, ""), digits, ") "
         )
-
-    # ---------------------------------------------------------------- objects
 
     def users(self, n: int) -> None:
         rng = self.rng("User")

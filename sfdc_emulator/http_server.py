@@ -217,8 +217,6 @@ class HttpServer:
         self.port = 0
         self.access_token = ""
 
-    # ------------------------------------------------------------------ public API
-
     @property
     def url(self) -> str:
         """``https://127.0.0.1:<port>``: the instance URL (also the login/token host)."""
@@ -341,8 +339,6 @@ class HttpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # ------------------------------------------------------------------ request pipeline
 
     def _authenticate(self, request: Request) -> Session | None:
         header = request.headers.get("authorization", "")

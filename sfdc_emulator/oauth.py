@@ -234,8 +234,6 @@ class OAuthService:
         self.instance_url = ""
         self.extra_audiences = extra_audiences
 
-    # -- token issuing ---------------------------------------------------------------------
-
     def issue_token(self, grant: str = "handshake") -> str:
         """An access token for the integration user (what the handshake publishes)."""
         token, _ = self.registry.issue(self.settings.username, self.settings.user_id, grant)
@@ -266,8 +264,6 @@ class OAuthService:
         auds.extend(f"https://{host}" for host in self.extra_audiences)
         auds.extend([a + "/" for a in auds])
         return auds
-
-    # -- grants -------------------------------------------------------------------------
 
     def _jwt_bearer(self, form: dict[str, str]) -> dict[str, str]:
         assertion = form.get("assertion", "")
@@ -365,8 +361,6 @@ class OAuthService:
         if not grant:
             raise OAuthError("invalid_request", "grant type not supported")
         raise OAuthError("unsupported_grant_type", "grant type not supported")
-
-    # -- HTTP -------------------------------------------------------------------------
 
     async def token_endpoint(self, request: Request) -> Response:
         raw = (await request.body()).decode("utf-8", errors="replace")

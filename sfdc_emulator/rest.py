@@ -37,7 +37,7 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sfdc_emulator.describe import ObjectSpec, describe_global, describe_global_entry
+from sfdc_emulator.describe import SObjectDef, describe_global, describe_global_entry
 from sfdc_emulator.ids import BASE62, is_valid_id, to_18
 from sfdc_emulator.oauth import OAuthService, Session
 from sfdc_emulator.soql import SoqlError, SoqlQuery, parse, quote_ident, to_sql
@@ -91,9 +91,6 @@ def soql_error(exc: SoqlError) -> ApiError:
     return ApiError(exc.status, exc.error_code, exc.message)
 
 
-# --------------------------------------------------------------------------- usage
-
-
 class ApiUsage:
     """API requests counted over a rolling 24 h of emulator time (hour buckets), so
     ``advance-clock 24h`` frees the daily budget as it would in a real org."""
@@ -140,10 +137,10 @@ class ApiContext:
         override = self.faults.daily_limit_max if self.faults is not None else None
         return override if override is not None else self.usage.default_max
 
-    def catalog(self) -> dict[str, ObjectSpec]:
+    def catalog(self) -> dict[str, SObjectDef]:
         return {spec.name: spec for spec in self.store.schema.objects()}
 
-    def object_spec(self, name: str) -> ObjectSpec:
+    def object_spec(self, name: str) -> SObjectDef:
         try:
             return self.store.schema.get(name)
         except KeyError:
@@ -172,9 +169,6 @@ def check_version(request: Request) -> str:
     if m is None or not MIN_VERSION <= int(m.group(1)) <= MAX_VERSION:
         raise not_found()
     return version
-
-
-# --------------------------------------------------------------------------- formatting
 
 
 def format_datetime(value: datetime | None) -> str | None:
@@ -266,9 +260,6 @@ class RecordShaper:
                     target[leaf] = _json_value(data[col.sql_names[0]][i], col.field.type)
             out.append(record)
         return out
-
-
-# --------------------------------------------------------------------------- cursors
 
 
 @dataclass
@@ -374,9 +365,6 @@ def _rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterable[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
-# --------------------------------------------------------------------------- REST API
-
-
 class RestApi:
     """The ``/services/data`` handlers."""
 
@@ -384,7 +372,6 @@ class RestApi:
         self.ctx = ctx
         self.cursors = CursorRegistry(ctx.work_dir / "cursors")
 
-    # -- plumbing
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
         return JSONResponse(body, status)
 
@@ -397,7 +384,6 @@ class RestApi:
         except SoqlError as exc:
             raise soql_error(exc) from None
 
-    # -- discovery
     def versions(self, request: Request, session: Session | None, body: bytes) -> Response:
         out = []
         for v in range(MIN_VERSION, MAX_VERSION + 1):
@@ -488,7 +474,6 @@ class RestApi:
         body_out = spec.describe_json(version, self.ctx.store.schema.objects())
         return self._json(body_out)
 
-    # -- query
     def query(self, request: Request, session: Session, body: bytes) -> Response:
         return self._start_query(request, session, include_deleted=False)
 
@@ -568,7 +553,6 @@ class RestApi:
         shaper = RecordShaper(cursor.query, version, self._prefixes())
         return self._json(self._page(cursor, version, offset, table, shaper))
 
-    # -- retrieve
     def retrieve(self, request: Request, session: Session, body: bytes) -> Response:
         check_version(request)
         spec = self.ctx.object_spec(request.path_params["sobject"])
@@ -605,7 +589,6 @@ class RestApi:
         record = RecordShaper(query, version, self._prefixes()).records(table)[0]
         return self._json(record)
 
-    # -- replication
     def deleted(self, request: Request, session: Session, body: bytes) -> Response:
         return self._replication(request, deleted=True)
 
@@ -674,7 +657,6 @@ class RestApi:
             {"ids": [r[0] for r in rows], "latestDateCovered": format_datetime(latest)}
         )
 
-    # -- writes
     def create(self, request: Request, session: Session, body: bytes) -> Response:
         check_version(request)
         spec = self.ctx.object_spec(request.path_params["sobject"])
@@ -697,7 +679,7 @@ class RestApi:
         self._commit("delete", spec, record_id, {}, session)
         return Response(status_code=204)
 
-    def _existing_id(self, spec: ObjectSpec, record_id: str) -> str:
+    def _existing_id(self, spec: SObjectDef, record_id: str) -> str:
         if not is_valid_id(record_id):
             raise not_found()
         record_id = to_18(record_id)
@@ -714,7 +696,7 @@ class RestApi:
             raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted")
         return record_id
 
-    def _write_values(self, spec: ObjectSpec, body: bytes) -> dict[str, Any]:
+    def _write_values(self, spec: SObjectDef, body: bytes) -> dict[str, Any]:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
@@ -739,7 +721,7 @@ class RestApi:
     def _commit(
         self,
         op: str,
-        spec: ObjectSpec,
+        spec: SObjectDef,
         record_id: str | None,
         values: dict[str, Any],
         session: Session,
@@ -756,7 +738,6 @@ class RestApi:
         except (ValueError, KeyError) as exc:
             raise ApiError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", str(exc)) from None
 
-    # -- routes
     def routes(self) -> list[ApiRoute]:
         base = "/services/data/v{version}"
         obj = base + "/sobjects/{sobject}"

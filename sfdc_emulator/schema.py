@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sfdc_emulator.describe import SYSTEM_FIELDS, FieldSpec, ObjectSpec, default_catalog
+from sfdc_emulator.describe import SYSTEM_FIELDS, FieldDef, SObjectDef, default_catalog
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 _SUPPORTED_TYPES = frozenset(
@@ -47,29 +47,27 @@ class SchemaChange:
 
     kind: Literal["add_field", "remove_field", "set_picklist"]
     object: str
-    field: FieldSpec
-    new_spec: ObjectSpec
+    field: FieldDef
+    new_spec: SObjectDef
     catalog_json: str  # the whole catalog after the change, for persistence
 
 
 class OrgSchema:
-    """The live ``{object name: ObjectSpec}`` with per-object versions; thread-safe."""
+    """The live ``{object name: SObjectDef}`` with per-object versions; thread-safe."""
 
     def __init__(
         self,
-        objects: Mapping[str, ObjectSpec] | None = None,
+        objects: Mapping[str, SObjectDef] | None = None,
         versions: Mapping[str, int] | None = None,
     ) -> None:
         self._lock = threading.RLock()
-        self._objects: dict[str, ObjectSpec] = dict(objects or default_catalog())
+        self._objects: dict[str, SObjectDef] = dict(objects or default_catalog())
         self._versions: dict[str, int] = {name: 1 for name in self._objects}
         self._versions.update(versions or {})
         self.on_change: Callable[[SchemaChange], None] | None = None
 
-    # ------------------------------------------------------------------ reads
-
-    def get(self, name: str) -> ObjectSpec:
-        """The ObjectSpec for ``name`` (case-insensitive); KeyError if unknown."""
+    def get(self, name: str) -> SObjectDef:
+        """The SObjectDef for ``name`` (case-insensitive); KeyError if unknown."""
         with self._lock:
             spec = self._objects.get(name)
             if spec is not None:
@@ -79,7 +77,7 @@ class OrgSchema:
                     return value
         raise KeyError(f"sObject type '{name}' is not supported.")
 
-    def __getitem__(self, name: str) -> ObjectSpec:
+    def __getitem__(self, name: str) -> SObjectDef:
         return self.get(name)
 
     def __contains__(self, name: object) -> bool:
@@ -98,7 +96,7 @@ class OrgSchema:
         with self._lock:
             return list(self._objects)
 
-    def objects(self) -> list[ObjectSpec]:
+    def objects(self) -> list[SObjectDef]:
         with self._lock:
             return list(self._objects.values())
 
@@ -106,9 +104,7 @@ class OrgSchema:
         with self._lock:
             return self._versions[self.get(obj).name]
 
-    # ------------------------------------------------------------------ writes
-
-    def add_field(self, obj: str, spec: FieldSpec) -> ObjectSpec:
+    def add_field(self, obj: str, spec: FieldDef) -> SObjectDef:
         """Add a field at the end of the object (custom fields: name must end in ``__c``)."""
         with self._lock:
             current = self.get(obj)
@@ -124,7 +120,7 @@ class OrgSchema:
             self._apply("add_field", new, spec)
             return new
 
-    def remove_field(self, obj: str, name: str) -> ObjectSpec:
+    def remove_field(self, obj: str, name: str) -> SObjectDef:
         """Remove a (non-system, non-compound-component) field."""
         with self._lock:
             current = self.get(obj)
@@ -142,7 +138,7 @@ class OrgSchema:
 
     def set_picklist(
         self, obj: str, field_name: str, values: list[str] | tuple[str, ...]
-    ) -> ObjectSpec:
+    ) -> SObjectDef:
         """Replace the value set of a picklist field (values are text: no data change)."""
         with self._lock:
             current = self.get(obj)
@@ -155,15 +151,13 @@ class OrgSchema:
             self._apply("set_picklist", new, changed)
             return new
 
-    def _apply(self, kind: Any, new: ObjectSpec, field: FieldSpec) -> None:
+    def _apply(self, kind: Any, new: SObjectDef, field: FieldDef) -> None:
         objects = {**self._objects, new.name: new}
         versions = {**self._versions, new.name: self._versions[new.name] + 1}
         if self.on_change is not None:
             self.on_change(SchemaChange(kind, new.name, field, new, _dump(objects, versions)))
         self._objects = objects
         self._versions = versions
-
-    # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> str:
         with self._lock:
@@ -172,11 +166,11 @@ class OrgSchema:
     @classmethod
     def from_json(cls, text: str) -> OrgSchema:
         data = json.loads(text)
-        objects = {o["name"]: ObjectSpec.from_dict(o) for o in data["objects"]}
+        objects = {o["name"]: SObjectDef.from_dict(o) for o in data["objects"]}
         return cls(objects, data.get("versions", {}))
 
 
-def _dump(objects: Mapping[str, ObjectSpec], versions: Mapping[str, int]) -> str:
+def _dump(objects: Mapping[str, SObjectDef], versions: Mapping[str, int]) -> str:
     return json.dumps(
         {"objects": [o.to_dict() for o in objects.values()], "versions": dict(versions)},
         default=str,

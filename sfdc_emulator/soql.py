@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sfdc_emulator.describe import FieldSpec, ObjectSpec
+from sfdc_emulator.describe import FieldDef, SObjectDef
 from sfdc_emulator.ids import to_18
 from sfdc_emulator.schema import OrgSchema
 
@@ -75,9 +75,6 @@ class SoqlError(Exception):
         super().__init__(message)
         self.error_code = error_code
         self.message = message
-
-
-# ----------------------------------------------------------------------------- tokenizer
 
 
 @dataclass(frozen=True)
@@ -166,13 +163,10 @@ def _unescape(raw: str, for_like: bool, text: str, pos: int) -> str:
     return "".join(out)
 
 
-# ----------------------------------------------------------------------------- AST
-
-
 @dataclass(frozen=True)
 class Join:
     alias: str
-    object: ObjectSpec
+    object: SObjectDef
     parent_alias: str
     fk_column: str
 
@@ -182,7 +176,7 @@ class FieldRef:
     """A resolved field path: the SQL expression that reads it and its describe spec."""
 
     path: tuple[str, ...]  # describe spelling, relationship names then field name
-    field: FieldSpec
+    field: FieldDef
     sql: str  # e.g. t1."Name" or COALESCE(t2."Name", t3."Name")
 
     @property
@@ -196,7 +190,7 @@ class OutputColumn:
 
     ref: FieldRef
     sql_names: tuple[str, ...]
-    components: tuple[FieldSpec, ...] = ()
+    components: tuple[FieldDef, ...] = ()
 
     @property
     def name(self) -> str:
@@ -207,7 +201,7 @@ class OutputColumn:
         return self.ref.path
 
     @property
-    def field(self) -> FieldSpec:
+    def field(self) -> FieldDef:
         return self.ref.field
 
 
@@ -270,7 +264,7 @@ class SoqlQuery:
     """A parsed, validated query."""
 
     text: str
-    object: ObjectSpec
+    object: SObjectDef
     columns: tuple[OutputColumn, ...]
     is_count: bool
     where: Any
@@ -288,15 +282,12 @@ class SoqlQuery:
         return [c.name for c in self.columns]
 
 
-# ----------------------------------------------------------------------------- parser
-
-
 def quote_ident(name: str) -> str:
     """Quote a catalog identifier for DuckDB (names come from describe, never from users)."""
     return '"' + name.replace('"', '""') + '"'
 
 
-def _find_object(catalog: Mapping[str, ObjectSpec], name: str) -> ObjectSpec | None:
+def _find_object(catalog: Mapping[str, SObjectDef], name: str) -> SObjectDef | None:
     spec = catalog.get(name)
     if spec is not None:
         return spec
@@ -308,7 +299,7 @@ def _find_object(catalog: Mapping[str, ObjectSpec], name: str) -> ObjectSpec | N
 
 
 class _Parser:
-    def __init__(self, text: str, catalog: Mapping[str, ObjectSpec]) -> None:
+    def __init__(self, text: str, catalog: Mapping[str, SObjectDef]) -> None:
         self.text = text
         self.catalog = catalog
         self.tokens = tokenize(text)
@@ -316,9 +307,8 @@ class _Parser:
         self.joins: dict[tuple[str, ...], list[Join]] = {}
         self.rel_order: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self.alias: str | None = None
-        self.obj: ObjectSpec | None = None
+        self.obj: SObjectDef | None = None
 
-    # -- token helpers
     @property
     def tok(self) -> Token:
         return self.tokens[self.i]
@@ -347,78 +337,13 @@ class _Parser:
     def at_punct(self, value: str) -> bool:
         return self.tok.kind == "PUNCT" and self.tok.value == value
 
-    # -- grammar
     def parse(self) -> SoqlQuery:
         self.expect_kw("SELECT")
-        is_count = False
-        if (
-            self.tok.is_kw("COUNT")
-            and self.tokens[self.i + 1].value == "("
-            and self.tokens[self.i + 2].value == ")"
-        ):
-            is_count = True
-            self.i += 3
-            raw_items: list[tuple[str, Any, int]] = []
-        else:
-            raw_items = self.select_list()
+        is_count, raw_items = self.select_head()
         self.expect_kw("FROM")
-        obj_tok = self.tok
-        if obj_tok.kind != "IDENT" or obj_tok.upper in KEYWORDS:
-            raise self.unexpected()
-        self.advance()
-        obj = _find_object(self.catalog, obj_tok.value)
-        if obj is None:
-            raise _error_at(
-                "INVALID_TYPE",
-                self.text,
-                obj_tok.pos,
-                f"sObject type '{obj_tok.value}' is not supported. {_INVALID_TYPE_HINT}",
-            )
-        self.obj = obj
-        if self.tok.kind == "IDENT" and self.tok.upper not in KEYWORDS:
-            self.alias = self.advance().value
-        columns: list[OutputColumn] = []
-        uses_fields = False
-        seen: set[str] = set()
-        for kind, payload, pos in raw_items:
-            if kind == "fields":
-                uses_fields = True
-                for f in self.fields_function(payload):
-                    if f.name.lower() in seen:
-                        continue
-                    seen.add(f.name.lower())
-                    columns.append(self.output_column(self.resolve_simple(f), len(columns)))
-                continue
-            ref = self.resolve(payload, pos)
-            key = ref.name.lower()
-            if key in seen:
-                raise _malformed(self.text, pos, f"duplicate field selected: {ref.name}")
-            seen.add(key)
-            columns.append(self.output_column(ref, len(columns)))
-        where = None
-        if self.tok.is_kw("WHERE"):
-            self.advance()
-            where = self.condition()
-        if self.tok.is_kw("WITH", "GROUP", "HAVING", "FOR", "USING", "TYPEOF"):
-            raise self.unexpected()
-        order_by: list[OrderItem] = []
-        if self.tok.is_kw("ORDER"):
-            self.advance()
-            self.expect_kw("BY")
-            order_by = self.order_list()
-        limit = offset = None
-        if self.tok.is_kw("LIMIT"):
-            self.advance()
-            limit = self.integer()
-        if self.tok.is_kw("OFFSET"):
-            self.advance()
-            offset = self.integer()
-            if offset > MAX_OFFSET:
-                raise SoqlError(
-                    "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}"
-                )
-        if self.tok.kind != "EOF":
-            raise self.unexpected()
+        obj = self.from_object()
+        columns, uses_fields = self.output_columns(raw_items)
+        where, order_by, limit, offset = self.clauses()
         if is_count and order_by:
             raise _malformed(self.text, 0, "ORDER BY not allowed with COUNT()")
         needs_limit = any(k == "fields" and p in ("ALL", "CUSTOM") for k, p, _ in raw_items)
@@ -444,6 +369,89 @@ class _Parser:
             relationships=rels,
             uses_fields_function=uses_fields,
         )
+
+    def select_head(self) -> tuple[bool, list[tuple[str, Any, int]]]:
+        """``COUNT()`` (True, no items) or the select list's raw items."""
+        if (
+            self.tok.is_kw("COUNT")
+            and self.tokens[self.i + 1].value == "("
+            and self.tokens[self.i + 2].value == ")"
+        ):
+            self.i += 3
+            return True, []
+        return False, self.select_list()
+
+    def from_object(self) -> SObjectDef:
+        """The FROM object (and its alias, when one follows)."""
+        obj_tok = self.tok
+        if obj_tok.kind != "IDENT" or obj_tok.upper in KEYWORDS:
+            raise self.unexpected()
+        self.advance()
+        obj = _find_object(self.catalog, obj_tok.value)
+        if obj is None:
+            raise _error_at(
+                "INVALID_TYPE",
+                self.text,
+                obj_tok.pos,
+                f"sObject type '{obj_tok.value}' is not supported. {_INVALID_TYPE_HINT}",
+            )
+        self.obj = obj
+        if self.tok.kind == "IDENT" and self.tok.upper not in KEYWORDS:
+            self.alias = self.advance().value
+        return obj
+
+    def output_columns(
+        self, raw_items: list[tuple[str, Any, int]]
+    ) -> tuple[list[OutputColumn], bool]:
+        """The select items resolved against the FROM object, and whether FIELDS() was used
+        (its fields are deduplicated; a field named twice is an error)."""
+        columns: list[OutputColumn] = []
+        uses_fields = False
+        seen: set[str] = set()
+        for kind, payload, pos in raw_items:
+            if kind == "fields":
+                uses_fields = True
+                for f in self.fields_function(payload):
+                    if f.name.lower() in seen:
+                        continue
+                    seen.add(f.name.lower())
+                    columns.append(self.output_column(self.resolve_simple(f), len(columns)))
+                continue
+            ref = self.resolve(payload, pos)
+            key = ref.name.lower()
+            if key in seen:
+                raise _malformed(self.text, pos, f"duplicate field selected: {ref.name}")
+            seen.add(key)
+            columns.append(self.output_column(ref, len(columns)))
+        return columns, uses_fields
+
+    def clauses(self) -> tuple[Any, list[OrderItem], int | None, int | None]:
+        """WHERE, ORDER BY, LIMIT and OFFSET, up to the end of the query."""
+        where = None
+        if self.tok.is_kw("WHERE"):
+            self.advance()
+            where = self.condition()
+        if self.tok.is_kw("WITH", "GROUP", "HAVING", "FOR", "USING", "TYPEOF"):
+            raise self.unexpected()
+        order_by: list[OrderItem] = []
+        if self.tok.is_kw("ORDER"):
+            self.advance()
+            self.expect_kw("BY")
+            order_by = self.order_list()
+        limit = offset = None
+        if self.tok.is_kw("LIMIT"):
+            self.advance()
+            limit = self.integer()
+        if self.tok.is_kw("OFFSET"):
+            self.advance()
+            offset = self.integer()
+            if offset > MAX_OFFSET:
+                raise SoqlError(
+                    "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}"
+                )
+        if self.tok.kind != "EOF":
+            raise self.unexpected()
+        return where, order_by, limit, offset
 
     def select_list(self) -> list[tuple[str, Any, int]]:
         items: list[tuple[str, Any, int]] = []
@@ -479,7 +487,7 @@ class _Parser:
             parts.append(self.advance().value)
         return parts
 
-    def fields_function(self, kind: str) -> list[FieldSpec]:
+    def fields_function(self, kind: str) -> list[FieldDef]:
         assert self.obj is not None
         if kind == "ALL":
             return list(self.obj.fields)
@@ -487,8 +495,7 @@ class _Parser:
             return [f for f in self.obj.fields if f.custom]
         return [f for f in self.obj.fields if not f.custom]
 
-    # -- resolution
-    def resolve_simple(self, f: FieldSpec) -> FieldRef:
+    def resolve_simple(self, f: FieldDef) -> FieldRef:
         return FieldRef((f.name,), f, f"t0.{quote_ident(f.name)}")
 
     def resolve(self, parts: Sequence[str], pos: int) -> FieldRef:
@@ -504,7 +511,7 @@ class _Parser:
             parts = parts[1:]
         if len(parts) - 1 > MAX_RELATIONSHIP_DEPTH:
             raise _malformed(self.text, pos, "SOQL statements cannot query more than 5 levels")
-        targets: list[tuple[str, ObjectSpec]] = [("t0", self.obj)]
+        targets: list[tuple[str, SObjectDef]] = [("t0", self.obj)]
         names: list[str] = []
         for rel in parts[:-1]:
             if len(targets) > 1:
@@ -529,7 +536,7 @@ class _Parser:
                 self.rel_order.append((key, tuple(names)))
             targets = [(j.alias, j.object) for j in self.joins[key]]
         field_name = parts[-1]
-        resolved: list[tuple[str, FieldSpec]] = []
+        resolved: list[tuple[str, FieldDef]] = []
         for alias, spec in targets:
             try:
                 resolved.append((alias, spec.field(field_name)))
@@ -550,11 +557,11 @@ class _Parser:
             sql = "COALESCE(" + ", ".join(f"{a}.{quote_ident(f.name)}" for a, f in resolved) + ")"
         return FieldRef((*names, spec_field.name), spec_field, sql)
 
-    def _is_relationship(self, spec: ObjectSpec, name: str) -> bool:
+    def _is_relationship(self, spec: SObjectDef, name: str) -> bool:
         return self._relationship_field(spec, name) is not None
 
     @staticmethod
-    def _relationship_field(spec: ObjectSpec, name: str) -> FieldSpec | None:
+    def _relationship_field(spec: SObjectDef, name: str) -> FieldDef | None:
         lowered = name.lower()
         for f in spec.fields:
             if f.type == "reference" and (f.relationship_name or "").lower() == lowered:
@@ -590,14 +597,13 @@ class _Parser:
         )
         return OutputColumn(ref, names, tuple(r.field for r in comp_refs))
 
-    def _alias_object(self, alias: str) -> ObjectSpec | None:
+    def _alias_object(self, alias: str) -> SObjectDef | None:
         for joins in self.joins.values():
             for j in joins:
                 if j.alias == alias:
                     return j.object
         return None
 
-    # -- WHERE
     def condition(self) -> Any:
         items = [self.unary()]
         op: str | None = None
@@ -768,7 +774,6 @@ class _Parser:
             f"value of filter criterion for field '{ref.field.name}' must be of type {need}",
         )
 
-    # -- ORDER BY / LIMIT
     def order_list(self) -> list[OrderItem]:
         items = []
         while True:
@@ -825,8 +830,8 @@ def parse_datetime_literal(text: str) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def parse(text: str, catalog: Mapping[str, ObjectSpec] | OrgSchema) -> SoqlQuery:
-    """Parse and validate ``text`` against ``catalog`` (an OrgSchema or {name: ObjectSpec})."""
+def parse(text: str, catalog: Mapping[str, SObjectDef] | OrgSchema) -> SoqlQuery:
+    """Parse and validate ``text`` against ``catalog`` (an OrgSchema or {name: SObjectDef})."""
     if not text or not text.strip():
         raise SoqlError("MALFORMED_QUERY", "SOQL query is required")
     # One snapshot of the live catalog for the whole parse (admin may change it meanwhile).
@@ -835,9 +840,6 @@ def parse(text: str, catalog: Mapping[str, ObjectSpec] | OrgSchema) -> SoqlQuery
     else:
         snapshot = dict(catalog)
     return _Parser(text, snapshot).parse()
-
-
-# ----------------------------------------------------------------------------- translation
 
 
 def _is_text(ref: FieldRef) -> bool:
@@ -894,7 +896,7 @@ def _where_sql(node: Any, params: list[Any]) -> str:
     raise TypeError(f"unknown WHERE node {type(node).__name__}")
 
 
-Formatter = Callable[[str, FieldSpec], str]
+Formatter = Callable[[str, FieldDef], str]
 
 
 def to_sql(

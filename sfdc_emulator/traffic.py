@@ -89,8 +89,6 @@ class TrafficGenerator:
         self._lock = threading.RLock()  # the rng and queues: the admin may call concurrently
         self.stats: dict[str, int] = {}
 
-    # ------------------------------------------------------------------ thread
-
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -183,8 +181,6 @@ class TrafficGenerator:
             except StoreError:
                 self._count("skipped:automation")
 
-    # ------------------------------------------------------------------ admin one-shots
-
     def update(self, object: str, count: int) -> CommitResult:
         """One transaction applying the same change to ``count`` live records (merged event)."""
         picked = self.random_ids(object, count)
@@ -226,8 +222,6 @@ class TrafficGenerator:
         """Changes made outside the app server: GAP_UPDATE events without field data."""
         picked = self.random_ids(object, count)
         return self.store.gap(object, picked, {self._bulk_field(object): "archived"})
-
-    # ------------------------------------------------------------------ record picking
 
     def random_ids(self, object: str, count: int, deleted: bool | None = False) -> list[str]:
         """Up to ``count`` distinct existing Ids (live, soft-deleted, or either when None)."""
@@ -295,8 +289,6 @@ class TrafficGenerator:
     def _random_user(self) -> str:
         picked = self.random_ids("User", 1)
         return picked[0] if picked else self.store.integration_user_id
-
-    # ------------------------------------------------------------------ values
 
     def _weighted(self, weights: Mapping[str, float]) -> str:
         names = [k for k, v in weights.items() if v > 0]

@@ -172,8 +172,8 @@ class _Subscription:
         # counts from here, keepalives do not reset it.
         self.active_at = time.monotonic()
 
-    # --- request side (reader thread) ---------------------------------------------------
     def add_request(self, req: pb2.FetchRequest) -> None:
+        """Reader thread: one FetchRequest of the client (more events wanted)."""
         with self.cond:
             if req.topic_name and req.topic_name != self.topic.name:
                 self.error = PubSubError(
@@ -207,9 +207,9 @@ class _Subscription:
             self.cancelled = True
             self.cond.notify_all()
 
-    # --- sending side (handler thread) --------------------------------------------------
     def _fill(self) -> None:
-        """Read ahead from the store when the buffer is empty (batched, already encoded)."""
+        """Handler thread (as the methods below): read ahead from the store when the buffer
+        is empty (batched, already encoded)."""
         if self.buffer:
             return
         stored = self.server.store.events_after(
@@ -337,7 +337,6 @@ class _Servicer(pb2_grpc.PubSubServicer):
     def __init__(self, server: PubSubServer) -> None:
         self.server = server
 
-    # --- unary --------------------------------------------------------------------------
     def GetTopic(self, request: pb2.TopicRequest, context: grpc.ServicerContext) -> pb2.TopicInfo:
         rpc_id = str(uuid.uuid4())
         try:
@@ -387,7 +386,6 @@ class _Servicer(pb2_grpc.PubSubServicer):
             _abort(context, err, rpc_id)
             raise
 
-    # --- streams ------------------------------------------------------------------------
     def PublishStream(
         self, request_iterator: Iterator[pb2.PublishRequest], context: grpc.ServicerContext
     ) -> Iterator[pb2.PublishResponse]:
@@ -528,7 +526,6 @@ class PubSubServer:
         self._delivered = 0
         self.stopping = False
 
-    # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> PubSubServer:
         """Bind and start serving; returns self (``target`` is then valid)."""
         if self._server is not None:
@@ -587,7 +584,6 @@ class PubSubServer:
         """``host:port`` for ``grpc.insecure_channel`` / ``grpc.secure_channel``."""
         return f"{self.host}:{self.port}"
 
-    # --- bookkeeping --------------------------------------------------------------------
     def track(self, sub: _Subscription) -> None:
         with self._lock:
             self._subs.add(sub)
@@ -630,7 +626,6 @@ class PubSubServer:
         with self._lock:
             return len(self._subs)
 
-    # --- per-call checks ----------------------------------------------------------------
     def _token_ok(self, token: str) -> bool:
         if callable(self._tokens):
             return bool(self._tokens(token))
@@ -659,7 +654,6 @@ class PubSubServer:
         if fault is not None:
             raise fault
 
-    # --- topics -------------------------------------------------------------------------
     def _entity_exists(self, entity: str) -> bool:
         try:
             self.store.current_schema_id(entity)
@@ -703,7 +697,6 @@ class PubSubServer:
             f"Publishing to {topic_name} is not allowed: change event topics are read-only.",
         )
 
-    # --- replay positions ---------------------------------------------------------------
     def start_cursor(self, topic: Topic, first: pb2.FetchRequest) -> int:
         """The replay id to deliver *after*, from the first FetchRequest's preset."""
         store = self.store

@@ -181,10 +181,8 @@ def apply(
     return ids
 
 
-# -- normalisation: every protocol's encoding of a value → one comparable Python value ---------
-
-
 def _norm(sf_type: str, value: Any) -> Any:
+    """Every protocol's encoding of a value -> one comparable Python value."""
     if value is None or value == "":
         return None  # Bulk CSV cannot tell "" from null, nor can Salesforce text fields
     if sf_type == "datetime":
@@ -258,7 +256,12 @@ def cdc_state(
                         for name in nulled:
                             row[_component(name, compound_children)] = None
                     elif change == "DELETE":
+                        # header only: a user's delete stamps LastModifiedDate/ById, which
+                        # a consumer can only take from the commit (sync_engine.changes)
                         row["IsDeleted"] = True
+                        commit_ms = header["commitTimestamp"]
+                        row["LastModifiedDate"] = commit_ms - commit_ms % 1000
+                        row["LastModifiedById"] = header["commitUser"]
                     else:
                         raise AssertionError(f"unexpected {change} in a plain history")
             if resp.pending_num_requested == 0:
@@ -393,3 +396,32 @@ def test_truth_cli_writes_parquet_while_the_server_holds_the_org(
     table = pq.read_table(out)
     assert table.num_rows == org.store.count("Account", include_deleted=True)
     assert "BillingCity" in table.column_names
+
+
+def test_a_delete_in_a_later_second_than_the_create_replays_to_the_truth(
+    org: EmulatorServer,
+    pubsub: pb2_grpc.PubSubStub,
+    describes: dict[str, dict[str, Any]],
+) -> None:
+    """Regression (issue 10 item 6): a delete stamps LastModifiedDate/ById, its header-only
+    DELETE event cannot carry them, so the replay takes them from the commit second and
+    commitUser as the sync does. A fold that kept the create's stamp passed only while
+    both commits fell in the same second, and failed under load."""
+    assert org.store is not None
+    before = org.store.latest_replay_id()
+    created = org.store.commit([Mutation("create", "Account", values={"Name": "boundary"})])
+    (rid,) = created.ids
+    org.store.advance_clock(1.0)  # the delete lands in a later second, every time
+    deleted = org.store.commit([Mutation("delete", "Account", id=rid)])
+    until = org.store.latest_replay_id()
+    describe = describes["Account"]
+    types = {f["name"]: f["type"] for f in describe["fields"] if f["type"] != "address"}
+    (truth_row,) = [r for r in org.store.truth("Account").to_pylist() if r["Id"] == rid]
+    truth = {k: _norm(types[k], v) for k, v in truth_row.items() if k in types}
+    assert truth["LastModifiedDate"] == deleted.commit_ts - deleted.commit_ts % 1000
+    assert truth["LastModifiedDate"] != created.commit_ts - created.commit_ts % 1000
+
+    row = cdc_state(pubsub, org, "Account", [rid], before, until, describe)[rid]
+    got = {k: _norm(types[k], v) for k, v in row.items()}
+    assert got == {k: v for k, v in truth.items() if k in row}
+    assert got["IsDeleted"] is True

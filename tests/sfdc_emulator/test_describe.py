@@ -10,7 +10,7 @@ from sfdc_emulator import ids
 from sfdc_emulator.describe import (
     DEFAULT_OBJECTS,
     OPPORTUNITY_STAGES,
-    FieldSpec,
+    FieldDef,
     default_catalog,
     describe_global,
 )
@@ -175,7 +175,7 @@ def test_describe_global_lists_every_object() -> None:
 def test_org_schema_changes_bump_versions_and_round_trip_through_json() -> None:
     schema = OrgSchema()
     assert schema.version("Opportunity") == 1
-    schema.add_field("Opportunity", FieldSpec("Segment__c", "string", "Segment", length=40))
+    schema.add_field("Opportunity", FieldDef("Segment__c", "string", "Segment", length=40))
     schema.set_picklist("Opportunity", "Region__c", ["AMER", "EMEA"])
     schema.remove_field("Opportunity", "Competitor__c")
     assert schema.version("opportunity") == 4
@@ -191,4 +191,4 @@ def test_org_schema_refuses_removing_system_and_derived_fields() -> None:
         with pytest.raises(ValueError):
             schema.remove_field("Opportunity", name)
     with pytest.raises(ValueError, match="already exists"):
-        schema.add_field("Account", FieldSpec("Name", "string", "Name"))
+        schema.add_field("Account", FieldDef("Name", "string", "Name"))

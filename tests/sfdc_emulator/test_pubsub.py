@@ -19,7 +19,7 @@ import pytest
 from resources.salesforce.pubsub_api import pubsub_api_pb2 as pb2
 from resources.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb2_grpc
 from sfdc_emulator import store as store_module
-from sfdc_emulator.describe import ADDRESS_PARTS, FieldSpec
+from sfdc_emulator.describe import ADDRESS_PARTS, FieldDef
 from sfdc_emulator.pubsub.server import PubSubServer, decode_replay_id, encode_replay_id
 from sfdc_emulator.store import Mutation, OrgStore
 from sfdc_emulator.tls import ensure_tls
@@ -102,9 +102,6 @@ def _wait_for_error(client: SubscribeClient) -> grpc.RpcError:
     err = client.error(timeout=5)
     assert "rpcId: " in err.details()
     return err
-
-
-# --------------------------------------------------------------------------- topics/schemas
 
 
 def test_get_topic_single_object_and_schema(org: OrgStore, stub: pb2_grpc.PubSubStub) -> None:
@@ -209,9 +206,6 @@ def test_publish_and_managed_subscribe_fail_cleanly(stub: pb2_grpc.PubSubStub) -
     with pytest.raises(grpc.RpcError) as info:
         list(managed)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-# --------------------------------------------------------------------------- delivery
 
 
 def test_earliest_delivers_every_event_once_in_replay_order(
@@ -580,7 +574,7 @@ def test_schema_change_mid_stream_every_schema_id_resolves(
     org: OrgStore, stub: pb2_grpc.PubSubStub, schemas: SchemaCache
 ) -> None:
     ids = _accounts(org, 2)
-    org.schema.add_field("Account", FieldSpec(name="Tier2__c", type="string", label="Tier 2"))
+    org.schema.add_field("Account", FieldDef(name="Tier2__c", type="string", label="Tier 2"))
     org.commit([Mutation("update", "Account", ids[0], {"Tier2__c": "gold"})])
     client = SubscribeClient(stub, "/data/AccountChangeEvent", pb2.EARLIEST)
     try:
@@ -605,9 +599,6 @@ def test_two_subscribers_each_get_everything(org: OrgStore, stub: pb2_grpc.PubSu
     finally:
         for client in clients:
             client.close()
-
-
-# --------------------------------------------------------------------------- lifecycle, faults
 
 
 def test_idle_stream_is_closed(org: OrgStore) -> None:

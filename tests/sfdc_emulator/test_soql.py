@@ -124,8 +124,6 @@ def test_fields_function_expands_describe_fields() -> None:
     assert q.column_names == [f.name for f in CATALOG["Opportunity"].fields if f.custom]
 
 
-# ------------------------------------------------------------------ property test
-
 FIELDS = {
     "Name": "string",
     "StageName": "picklist",

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sfdc_emulator import cdc
-from sfdc_emulator.describe import FieldSpec
+from sfdc_emulator.clock import Clock
+from sfdc_emulator.describe import FieldDef
 from sfdc_emulator.store import CommitResult, Mutation, OrgStore, StoreError
 
 
@@ -38,6 +39,42 @@ def test_commit_sets_system_modstamp_truncated_to_the_second(empty_store: OrgSto
     assert row["CreatedById"] == empty_store.integration_user_id
     assert row["OwnerId"] == empty_store.integration_user_id
     assert row["IsDeleted"] is False
+
+
+class _TickingClock(Clock):
+    """Emulator time that moves 1 ms on every read, from ``next_ms``."""
+
+    def __init__(self, next_ms: int) -> None:
+        super().__init__()
+        self.next_ms = next_ms
+
+    def now_ms(self) -> int:
+        self.next_ms += 1
+        return self.next_ms - 1 + self.offset_ms
+
+
+def test_a_delete_is_stamped_in_the_second_of_its_event_commit_timestamp(tmp_path: Path) -> None:
+    """Regression (issue 10 item 6): the sync derives a deleted record's LastModifiedDate
+    from the DELETE event's commit second, so the row's stamp must come from the same
+    clock read as commitTimestamp, wherever the clock crosses a second mid-commit."""
+    clock = _TickingClock(1_750_000_000_000)
+    with OrgStore(tmp_path / "org", clock=clock) as store:
+        creates = [Mutation("create", "Account", values={"Name": f"A{i}"}) for i in range(6)]
+        record_ids = store.commit(creates).ids
+        for reads_before_the_second in range(6):
+            # the second boundary falls after this many clock reads of the delete's commit
+            clock.next_ms = (clock.next_ms // 1000 + 1) * 1000 + 1000 - reads_before_the_second
+            rid = record_ids[reads_before_the_second]
+            deleted = store.commit([Mutation("delete", "Account", id=rid)])
+            header = _header(store, deleted.replay_ids[0])
+            row = store.get("Account", rid)
+            assert row is not None
+            second = datetime.fromtimestamp(header["commitTimestamp"] // 1000, UTC)
+            assert header["changeType"] == "DELETE"
+            assert header["commitTimestamp"] == deleted.commit_ts
+            assert row["LastModifiedDate"] == second.replace(tzinfo=None), rid
+            assert row["SystemModstamp"] == row["LastModifiedDate"]
+            assert row["LastModifiedById"] == header["commitUser"]
 
 
 def test_commit_timestamps_strictly_increase(empty_store: OrgStore) -> None:
@@ -230,7 +267,7 @@ def test_adding_a_field_changes_the_schema_id_and_old_ids_still_resolve(
     store = OrgStore(tmp_path / "org")
     opp = _opp(store)
     old_id = store.current_schema_id("Opportunity")
-    store.schema.add_field("Opportunity", FieldSpec("Segment__c", "string", "Segment", length=40))
+    store.schema.add_field("Opportunity", FieldDef("Segment__c", "string", "Segment", length=40))
     new_id = store.current_schema_id("Opportunity")
     assert new_id != old_id
     result = store.commit([Mutation("update", "Opportunity", opp, {"Segment__c": "Mid"})])
