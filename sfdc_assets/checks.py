@@ -32,6 +32,7 @@ from sfdc_assets.keys import (
     SALESFORCE_POOL,
     reconcile_check,
 )
+from sync_engine.changes import CHANGE_TYPES, SOURCES
 from sync_engine.warehouse import RECORD_ID_RE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,11 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
 
-SOURCES = ("cdc", "bulk", "rest", "delete_scan")
-# FILL: a column-only read of fields new to the warehouse (sync_engine.changes.fill_change).
-CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT", "FILL")
 GAP_TYPES = ("GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW")
-FULL_CHANGE_TYPES = ("CREATE", "UNDELETE", "SNAPSHOT")
 # Salesforce went live in 1999; anything earlier, or more than a day ahead of the
 # validating clock, is a corrupt timestamp, not a change.
 EARLIEST_SANE = dt.datetime(1999, 1, 1)

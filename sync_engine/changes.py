@@ -9,6 +9,7 @@ Version: a fixed-width string whose byte order is the total order of §4.
 
     event:    <ms:15><0><sha1(transactionKey):16><sequenceNumber:10><replay id hex:32><cid:8>
     snapshot: <ms:15><1><content hash:16><cid:8>
+    refresh:  <R - 1:15><1><content hash:16><cid:8>   (formula fields only: `formula_change`)
     fill:     <0:15><1><read start ms:16><cid:8>   (below every real change: `fill_change`)
 
 `ms` is the commit timestamp (events) or clamp(R - 1, S*1000, S*1000 + 999) (snapshots);
@@ -40,7 +41,10 @@ SOURCES = ("cdc", "bulk", "rest", "delete_scan")
 # FILL: a column-only read that gives fields added to an object their value for the
 # records already synced (DESIGN §5 schema evolution; `fill_change`).
 FILL = "FILL"
-CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT", FILL)
+# REFRESH: a read of formula fields whose value changed without any change of the record
+# itself (a cross-object formula reading a parent; `formula_change`).
+REFRESH = "REFRESH"
+CHANGE_TYPES = ("CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT", FILL, REFRESH)
 GAP_PREFIX = "GAP_"
 # Change types that set every field (DESIGN §4); UPDATE sets changed + nulled fields and
 # DELETE only IsDeleted.
@@ -266,14 +270,17 @@ def cdc_change(
     change_id = cdc_change_id(event_uuid, record_id)
     stamp_field = next((f.name for f in spec.fields if f.name.lower() == "systemmodstamp"), None)
     version = event_version(commit_ms, transaction_key, sequence_number, replay_id, change_id)
+    # Formula fields are null in every event (CDC developer guide): an event must not set
+    # them; a read (the re-read after CDC, a snapshot, a formula refresh) does.
+    carried = [f.name for f in spec.fields if not f.calculated]
     if change_type in ("CREATE", "UNDELETE"):
-        set_fields = [f.name for f in spec.fields] + [IS_DELETED_FIELD]
+        set_fields = [*carried, IS_DELETED_FIELD]
         is_deleted: bool | None = False
     elif change_type == "UPDATE":
         # Only fields the spec knows: an event that names a field added since the spec's
         # describe cannot carry its value here (it lives on in `payload`), so it must not
         # set the field (to null) either; the column-only fill brings the value.
-        known = {f.name for f in spec.fields}
+        known = set(carried)
         nulled = [n for n in nulled_fields if n in known]
         set_fields = sorted({*changed_fields, *nulled} & known)
         for name in nulled:
@@ -385,6 +392,48 @@ def fill_change(
         is_deleted=None,
         payload=None,
         system_modstamp=system_modstamp,
+    )
+
+
+def formula_change(
+    spec: ObjectSpec,
+    *,
+    record_id: str,
+    values: Mapping[str, Any],
+    read_started_at: dt.datetime,
+) -> dict[str, Any]:
+    """One row of a formula refresh: the formula fields `values` names, read at R.
+
+    A cross-object formula (a child field computed from its parent) changes when the
+    parent does, with no event and no SystemModstamp change on the child, so the snapshot
+    rule (version pinned to the child's stamp second) cannot order two reads of it. No
+    event ever sets a formula field, so only reads do, and the later read is the truth:
+    the version ms is the read's start R - 1 (snapshot priority on a tie). A full snapshot
+    of an unchanged record read after a refresh keeps its stamp-pinned version and so
+    does not override the refresh's formula values; the next refresh brings the newest.
+    Callers emit it only for records whose formula values differ from current, and it
+    opens an scd2 version only when the state really changed (like any change).
+    """
+    calculated = set(spec.calculated_fields)
+    fields = sorted(values)
+    if not fields or not set(fields) <= calculated:
+        raise ValueError(f"{spec.name} formula refresh must name formula fields, not {fields}")
+    vms = ms_of(read_started_at) - 1
+    _check_ms(vms)
+    body = {n: _canonical(values[n]) for n in fields}
+    chash = _sha(REFRESH, json.dumps(body, sort_keys=True, default=str))
+    change_id = _sha(REFRESH, record_id, str(vms), chash)[:32]
+    return _row(
+        spec,
+        change_id=change_id,
+        record_id=record_id,
+        source="bulk",
+        change_type=REFRESH,
+        version=snapshot_version(vms, chash, change_id),
+        set_fields=fields,
+        values=dict(values),
+        is_deleted=None,
+        payload=None,
     )
 
 

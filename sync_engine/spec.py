@@ -61,6 +61,10 @@ class FieldSpec:
     name: str
     sf_type: str
     scale: int | None = None
+    # A formula (describe `calculated`): change events never carry it (CDC developer
+    # guide), so CDC changes never set it; reads do. Not part of the field's identity: the
+    # schema registry, which rebuilds specs for the apply, does not record it.
+    calculated: bool = field(default=False, compare=False)
 
     @property
     def column(self) -> str:
@@ -110,7 +114,7 @@ class ObjectSpec:
         """
         parents = {f.get("compoundFieldName") for f in describe["fields"]} - {None}
         fields = [
-            FieldSpec(f["name"], f["type"], f.get("scale"))
+            FieldSpec(f["name"], f["type"], f.get("scale"), bool(f.get("calculated")))
             for f in describe["fields"]
             if f["type"] not in ("address", "location") and f["name"] not in parents
         ]
@@ -125,6 +129,11 @@ class ObjectSpec:
     def table(self) -> str:
         """The table name used in every layer."""
         return self.name.lower()
+
+    @property
+    def calculated_fields(self) -> tuple[str, ...]:
+        """API names of the formula fields (no change event carries them)."""
+        return tuple(f.name for f in self.fields if f.calculated)
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -38,6 +38,12 @@ SPEC = ObjectSpec.of(
 # second, snapshots carry it, and `histories` adds event-less stamp moves (re-reads of an
 # unchanged record with a later stamp), which must never open an scd2 version.
 STAMPED_SPEC = ObjectSpec(SPEC.name, (*SPEC.fields, FieldSpec("SystemModstamp", "datetime")))
+# With a formula field: no event sets it (CDC omits formulas), snapshots read it, and
+# formula refreshes (`changes.formula_change`, versioned by their read) set only it.
+FORMULA_SPEC = ObjectSpec(
+    SPEC.name,
+    (*STAMPED_SPEC.fields, FieldSpec("ExpectedRevenue", "currency", 2, calculated=True)),
+)
 RECORD_IDS = ("006000000000001AAA", "006000000000002AAA", "006000000000003AAA")
 VALUES: dict[str, list[Any]] = {
     "Name": ["Acme", "Globex", None],
@@ -52,6 +58,7 @@ VALUES: dict[str, list[Any]] = {
     "Tags__c": ["a;b", "c", None],
     "Quantity__c": [1, 7, None],
     "AccountId": ["001000000000001AAA", None],
+    "ExpectedRevenue": [Decimal("50.00"), Decimal("75.25"), None],
 }
 _STAMP = "SystemModstamp"
 BASE_SECOND = 1_700_000_000
@@ -83,6 +90,7 @@ def change(draw: st.DrawFn, n: int, spec: ObjectSpec = SPEC) -> dict[str, Any]:
                 "DELETE_SCAN",
                 "GAP_UPDATE",
                 "FILL",
+                *(["REFRESH", "REFRESH"] if spec.calculated_fields else []),
             ]
         )
     )
@@ -95,6 +103,13 @@ def change(draw: st.DrawFn, n: int, spec: ObjectSpec = SPEC) -> dict[str, Any]:
             record_id=rid,
             fields=fields,
             values=_values(draw, fields),
+            read_started_at=ch.ts_of(_ms(draw)),
+        )
+    if kind == "REFRESH":
+        return ch.formula_change(
+            spec,
+            record_id=rid,
+            values=_values(draw, list(spec.calculated_fields)),
             read_started_at=ch.ts_of(_ms(draw)),
         )
     if kind in ("SNAPSHOT", "DELETE_SCAN"):

@@ -22,6 +22,7 @@ from sync_engine.changes import build_batch
 from sync_engine.reference_fold import fold
 from sync_engine.spec import ObjectSpec
 from tests.sync_engine.histories import (
+    FORMULA_SPEC,
     SPEC,
     STAMPED_SPEC,
     deliveries,
@@ -87,6 +88,21 @@ def test_snowflake_sql_leaves_event_less_systemmodstamp_moves_out_of_scd2(
     fake_snowflake, data, history
 ):
     spec = STAMPED_SPEC
+    expected = fold(spec, history)
+    wh = fresh_snowflake(spec)
+    for batch in data.draw(deliveries(history)):
+        apply_batch(wh, spec, build_batch(spec, batch))
+    assert read_current(wh, spec) == {
+        k: normalize_expected([v])[0] for k, v in expected.current.items()
+    }
+    assert read_history(wh, spec) == normalize_expected(expected.history)
+    wh.close()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), history=histories(max_size=8, spec=FORMULA_SPEC))
+def test_snowflake_sql_folds_formula_refreshes_like_the_reference(fake_snowflake, data, history):
+    spec = FORMULA_SPEC
     expected = fold(spec, history)
     wh = fresh_snowflake(spec)
     for batch in data.draw(deliveries(history)):
