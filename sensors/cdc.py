@@ -95,6 +95,8 @@ class CdcChannel:
     # ...and waits this long, so what it re-reads is older than the Bulk read lag.
     rebackfill_delay_s: float
     partitions: dg.DailyPartitionsDefinition
+    # Objects whose changed records are re-read whole after their events (`_reread`).
+    reread: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, group: ChannelGroup, sync: SyncConfig) -> CdcChannel:
@@ -109,6 +111,11 @@ class CdcChannel:
             margin_ms=settings.rebackfill_margin_minutes * 60_000,
             rebackfill_delay_s=settings.bulk_lag_seconds + REBACKFILL_SETTLE_S,
             partitions=daily_partitions(settings.partitions_start),
+            reread=frozenset(
+                o.name
+                for o in sync.group_objects(group.name)
+                if o.mode == "cdc" and o.reread_after_cdc
+            ),
         )
 
 
@@ -155,7 +162,8 @@ def drain_tick(
     if stale:
         specs.update(_specs(client, store, sorted(stale), refresh=stale))
     manifests = land_cdc(store, channel.channel, rows, {n: s for n, (s, _) in specs.items()})
-    manifests += _repair_gaps(client, store, channel, result.gaps, rows, specs, now_s, logs)
+    rereads = _merge_ids(result.gaps, _changed_ids(rows, channel.reread))
+    manifests += _reread(client, store, channel, rereads, rows, specs, now_s, logs)
     _owe_overflows(channel, cur, result.overflows, set(specs), not_before, logs)
     requests = _request_or_wait(channel, cur, manifests, run_queued, logs)
     cur.saw_commits([r.commit_ts for r in rows])
@@ -254,30 +262,58 @@ def _reposition(
     cur.owe(names, since - channel.margin_ms, EXPIRED, now_s + channel.rebackfill_delay_s)
 
 
-def _repair_gaps(
+def _changed_ids(rows: list[Any], objects: frozenset[str]) -> dict[str, set[str]]:
+    """Per object of `objects`, the records the drained events changed (gaps aside)."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        if r.entity not in objects or r.change_type.startswith("GAP"):
+            continue
+        if r.record_id and not r.record_id.endswith("*"):
+            out.setdefault(r.entity, set()).add(r.record_id)
+    return out
+
+
+def _merge_ids(*parts: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for part in parts:
+        for entity, ids in part.items():
+            out.setdefault(entity, set()).update(ids)
+    return out
+
+
+def _reread(
     client: Any,
     store: LandingStore,
     channel: CdcChannel,
-    gaps: dict[str, set[str]],
+    ids: dict[str, set[str]],
     rows: list[Any],
     specs: dict[str, tuple[Any, Any]],
     now_s: float,
     logs: list[TickLog],
 ) -> list[Manifest]:
-    """Gap events: re-read those records by REST, landed as `rest` snapshots."""
+    """Re-read by REST the records of gap events and those the events changed, landed as
+    `rest` snapshots (purged ones as delete scans) in the same run as the events.
+
+    The events carry neither formula fields nor SystemModstamp (CDC developer guide), and
+    a lost event leaves the fields it changed stale: the whole record read after the
+    events brings all three to what Salesforce holds (docs/operations.md, API cost).
+    """
     from resources.salesforce.to_changes import land_rest_snapshots
 
-    if not gaps:
+    if not ids:
         return []
-    # Named by the drain's replay range, so the same repair lands once.
+    # Named by the drain's replay range, so the same re-read lands once.
     if rows:
         tag = "-".join(r.replay_id_bytes.hex() for r in (rows[0], rows[-1]))
     else:
         tag = f"{int(now_s)}"
-    manifests = land_rest_snapshots(client, store, channel.channel, gaps, specs, tag, "gap events")
+    reason = "gap events and changed records"
+    manifests = land_rest_snapshots(client, store, channel.channel, ids, specs, tag, reason)
+    count = sum(len(v) for v in ids.values())
     logs.append(
         TickLog(
-            "info", f"{channel.channel}: REST repair of gap events for {', '.join(sorted(gaps))}"
+            "info",
+            f"{channel.channel}: REST re-read of {count} record(s) of {', '.join(sorted(ids))}",
         )
     )
     return manifests

@@ -35,21 +35,26 @@ def raw_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
 def requests_for(
     manifests: list[Any], group: str, partitions: dg.DailyPartitionsDefinition
 ) -> list[dg.RunRequest]:
-    """One run per source and change day for a whole tick: every object of the channel
-    group with a micro-batch that day, raw -> current -> scd2, in one run.
+    """One run per change day for a whole tick: every object of the channel group with a
+    micro-batch that day, raw -> current -> scd2, in one run.
 
     One run per tick instead of one per object keeps the run queue short: each run is a
     new process importing the code location, which costs more than the applies it runs.
-    The run key is a digest of the landed batch names (which are named by replay range),
-    so a re-evaluated tick that lands the same batches requests nothing twice.
+    The REST re-reads of a tick (gap events, records its events changed) join the run of
+    their day: re-reading after every drain would otherwise double the runs. The run's
+    source tag is `cdc` when it holds any CDC batch. The run key is a digest of the
+    landed batch names (named by replay range), so a re-evaluated tick that lands the
+    same batches requests nothing twice.
     """
-    by_run: dict[tuple[str, str], dict[str, list[str]]] = {}
+    by_run: dict[str, dict[str, list[str]]] = {}
+    sources: dict[str, set[str]] = {}
     for m in manifests:
-        source = m.meta.get("source", "cdc")
-        refs = by_run.setdefault((source, m.day), {}).setdefault(m.object, [])
+        sources.setdefault(m.day, set()).add(m.meta.get("source", "cdc"))
+        refs = by_run.setdefault(m.day, {}).setdefault(m.object, [])
         refs.append(f"{m.kind}/{m.object}/{m.day}/{m.batch_id}")
     out = []
-    for (source, day), per_object in sorted(by_run.items()):
+    for day, per_object in sorted(by_run.items()):
+        source = "cdc" if "cdc" in sources[day] else min(sources[day])
         names = sorted(per_object)
         digest = hashlib.sha1(
             "\n".join(r for n in names for r in sorted(per_object[n])).encode()

@@ -22,7 +22,12 @@ from typing import Any
 
 import dagster as dg
 
-from sfdc_assets.checks import id_unique_result, lag_result, live_count_check
+from sfdc_assets.checks import (
+    id_unique_result,
+    lag_result,
+    live_count_check,
+    reconciled_result,
+)
 from sfdc_assets.current import ApplyOutcome, apply_pending
 from sfdc_assets.describe import registry_spec
 from sfdc_assets.fills import fills_done
@@ -31,12 +36,20 @@ from sfdc_assets.keys import (
     CDC_LAG,
     CURRENT_ID_UNIQUE,
     RAW_VALID,
+    RECONCILED,
     SALESFORCE_POOL,
     apply_pool,
     asset_key,
     current_scd2_op_name,
+    reconciled_check,
 )
-from sfdc_assets.objects import SObjectConfig, SyncConfig, SyncSettings, load_config
+from sfdc_assets.objects import (
+    SObjectConfig,
+    SyncConfig,
+    SyncSettings,
+    load_config,
+    reconcile_settings,
+)
 from sfdc_assets.partitions import daily_partitions, window_of
 from sfdc_assets.raw import (
     LandedWork,
@@ -151,8 +164,10 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
                 settings.bulk_lag_seconds,
                 now,
                 schema.fill_fields,
+                reconcile_settings(settings, obj),
+                schema.spec.calculated_fields,
             )
-            work = land_raw(plan, client, landing, warehouse, schema)
+            work = land_raw(plan, client, landing, warehouse, schema, context.run.run_id)
             writer = RawWriter(
                 obj.name,
                 warehouse,
@@ -160,7 +175,7 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
                 schema,
                 now.replace(tzinfo=None),
                 threshold,
-                context.run_id,
+                context.run.run_id,
                 plan.fill_day,
             )
             outcome = writer.process(work.manifests)
@@ -277,6 +292,17 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
                     f"{target or 60}-minute target (warn)."
                 ),
             ),
+            dg.AssetCheckSpec(
+                RECONCILED,
+                asset=current_key,
+                description=(
+                    f"A reconciliation run's proof for sfdc.{obj.key_name}: records compared "
+                    "with a Bulk listing of Salesforce, how many differed (stale, missing, "
+                    "purged, formula values), how many were repaired, and how many still "
+                    "differ after the repair (the same listing compared again). Warns when "
+                    "something had to be repaired; fails when drift remains."
+                ),
+            ),
         ],
     )
     def _current_scd2(context: dg.AssetExecutionContext) -> Iterator[Any]:
@@ -286,7 +312,14 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         spec = registry_spec(warehouse, obj.name)
         outcome = ApplyOutcome()
         if spec is not None:
-            outcome = apply_pending(warehouse, landing, spec, start.date(), end.date())
+            outcome = apply_pending(
+                warehouse, landing, spec, start.date(), end.date(), context.run.run_id
+            )
+        reconciled = None
+        if reconciled_check(obj) in context.selected_asset_check_keys:
+            reconciled = reconciled_result(
+                warehouse, landing, spec, obj.name, context.run.run_id, current_key
+            )
         lag = lag_result(current_key, outcome.last_commit, target)
         if spec is not None:
             unique = id_unique_result(warehouse, spec, current_key)
@@ -303,6 +336,8 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         yield dg.MaterializeResult(asset_key=scd2_key, metadata=outcome.scd2_metadata(lag_s))
         yield unique
         yield lag
+        if reconciled is not None:
+            yield reconciled
 
     return _current_scd2
 

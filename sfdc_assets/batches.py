@@ -193,15 +193,25 @@ def register(warehouse: Warehouse, row: LedgerRow) -> None:
     )
 
 
-def pending(warehouse: Warehouse, object_name: str, start: dt.date, end: dt.date) -> list[PartRef]:
-    """Valid, unapplied parts whose change days overlap `[start, end)`, oldest first."""
+def pending(
+    warehouse: Warehouse,
+    object_name: str,
+    start: dt.date,
+    end: dt.date,
+    run_id: str | None = None,
+) -> list[PartRef]:
+    """Valid, unapplied parts whose change days overlap `[start, end)`, oldest first; with
+    `run_id`, also every part that run registered whatever its days (a reconciliation's
+    repairs carry the versions of the records they repair, from any day)."""
     d = dialect_of(warehouse)
     q = d.q
+    days = f"{q('day_min')} < {d.date_literal(end)} AND {q('day_max')} >= {d.date_literal(start)}"
+    if run_id is not None:
+        days = f"({days}) OR {q('run_id')} = {d.string(run_id)}"
     rows = warehouse.query(
         f"SELECT {q('part_key')} FROM {_t(warehouse)} WHERE {q('object_name')} = "
         f"{d.string(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL "
-        f"AND {q('day_min')} < {d.date_literal(end)} AND {q('day_max')} >= {d.date_literal(start)} "
-        f"ORDER BY {q('validated_at')}, {q('part_key')}"
+        f"AND ({days}) ORDER BY {q('validated_at')}, {q('part_key')}"
     )
     return [PartRef.parse(r[0]) for r in rows]
 

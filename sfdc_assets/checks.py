@@ -16,7 +16,7 @@ Pandera is imported inside the functions that use it (~0.5 s), not at definition
 """
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,15 @@ from sfdc_assets.keys import (
     CDC_LAG,
     CURRENT_ID_UNIQUE,
     RECONCILE,
-    SALESFORCE_POOL,
+    RECONCILED,
     reconcile_check,
 )
 from sync_engine.changes import CHANGE_TYPES, SOURCES
+from sync_engine.dialect import dialect_of
 from sync_engine.warehouse import RECORD_ID_RE
 
 if TYPE_CHECKING:  # pragma: no cover
+    from resources.landing import LandingStore
     from resources.salesforce.rest import ObjectDescribe
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
@@ -312,55 +314,147 @@ def live_count_check(
     One `SELECT COUNT()` API call; run it on a schedule, not with every micro-batch.
     Changes in flight (the CDC lag) make small transient differences normal.
     """
-    from sync_engine.warehouse import qualified, quote
 
     @dg.asset_check(
         asset=asset_key,
         name=RECONCILE,
         description=(
-            f"Live {object_name} rows in the warehouse equal Salesforce's SELECT COUNT() "
-            "(warn: changes in flight make brief differences normal; a lasting one is drift, "
-            "repaired by a re-backfill of the affected range)."
+            f"Live {object_name} rows in the warehouse equal Salesforce's queryAll "
+            "SELECT COUNT() WHERE IsDeleted = false (archived activities included, as the "
+            "warehouse holds them; warn: changes in flight make brief differences normal, "
+            "a lasting one is drift that `reconciled_with_salesforce` finds and repairs)."
         ),
         required_resource_keys={"warehouse", "salesforce"},
-        pool=SALESFORCE_POOL,
+        pool="salesforce_api",
         blocking=False,
     )
     def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        warehouse = context.resources.warehouse
-        schema = warehouse.schema_names.current
-        exists = warehouse.query(
-            "SELECT COUNT(*) FROM information_schema.tables "
-            f"WHERE table_schema = '{schema}' AND table_name = '{table}'"
-        )[0][0]
-        if not exists:
-            # Not synced yet (its bootstrap is pending): nothing to compare, nothing drifted.
-            return dg.AssetCheckResult(
-                passed=True,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{schema}.{table} does not exist yet: not synced, not compared",
-                metadata={"compared": False},
-            )
         client = context.resources.salesforce.client()
         try:
-            sf_live = client.rest.count(object_name, "IsDeleted = false", include_deleted=False)
+            return live_count_result(
+                context.resources.warehouse,
+                object_name,
+                table,
+                lambda: client.rest.count(object_name, "IsDeleted = false", include_deleted=True),
+            )
         finally:
             client.close()
-        qt = qualified(warehouse, schema, table)
-        wh_live = warehouse.query(
-            f"SELECT COUNT(*) FROM {qt} WHERE NOT {quote(warehouse, 'is_deleted')}"
-        )[0][0]
-        return dg.AssetCheckResult(
-            passed=int(wh_live) == int(sf_live),
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "salesforce_live": int(sf_live),
-                "warehouse_live": int(wh_live),
-                "difference": int(wh_live) - int(sf_live),
-            },
-        )
 
     return _reconcile
+
+
+def table_exists(warehouse: "Warehouse", schema: str, table: str) -> bool:
+    """Whether `schema.table` exists. Compared case-insensitively: Snowflake's
+    information_schema holds the upper-case names the engine creates (quoted upper case),
+    DuckDB's the lower-case ones."""
+    d = dialect_of(warehouse)
+    return bool(
+        warehouse.query(
+            "SELECT COUNT(*) FROM information_schema.tables "
+            f"WHERE UPPER(table_schema) = UPPER({d.string(schema)}) "
+            f"AND UPPER(table_name) = UPPER({d.string(table)})"
+        )[0][0]
+    )
+
+
+def live_count_result(
+    warehouse: "Warehouse", object_name: str, table: str, salesforce_live: Callable[[], int]
+) -> dg.AssetCheckResult:
+    """Compare current's live rows with `salesforce_live()` (called only when synced).
+
+    Salesforce is counted with queryAll: the warehouse keeps archived activities (queryAll
+    returns them, query does not), so `query` would report them as drift.
+    """
+    d = dialect_of(warehouse)
+    schema = warehouse.schema_names.current
+    if not table_exists(warehouse, schema, table):
+        # Not synced yet (its bootstrap is pending): nothing to compare, nothing drifted.
+        return dg.AssetCheckResult(
+            check_name=RECONCILE,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{schema}.{table} does not exist yet: not synced, not compared",
+            metadata={"compared": False},
+        )
+    sf_live = int(salesforce_live())
+    wh_live = int(
+        warehouse.query(
+            f"SELECT COUNT(*) FROM {d.table(schema, table)} WHERE NOT {d.q('is_deleted')}"
+        )[0][0]
+    )
+    return dg.AssetCheckResult(
+        check_name=RECONCILE,
+        passed=wh_live == sf_live,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "compared": True,
+            "salesforce_live": sf_live,
+            "warehouse_live": wh_live,
+            "difference": wh_live - sf_live,
+        },
+    )
+
+
+def reconciled_result(
+    warehouse: "Warehouse",
+    landing: "LandingStore",
+    spec: "ObjectSpec | None",
+    object_name: str,
+    run_id: str,
+    asset_key: dg.AssetKey,
+) -> dg.AssetCheckResult:
+    """`reconciled_with_salesforce` of a run: the report its raw step stored, and the proof
+    after the apply (the same listing compared with current again).
+
+    Passes when nothing differed; warns when drift was found and all of it repaired (the
+    Slack check alert then says so once per incident); fails (error) when drift remains.
+    """
+    from sfdc_assets.reconcile import load_report, remaining
+
+    report = load_report(landing, object_name, run_id)
+    if report is None or spec is None:
+        return dg.AssetCheckResult(
+            check_name=RECONCILED,
+            asset_key=asset_key,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="this run did not reconcile (no listing): nothing compared",
+            metadata={"compared": 0},
+        )
+    left = remaining(warehouse, landing, spec, report)
+    metadata = {**report.metadata(), "still_differing": left}
+    if left:
+        return dg.AssetCheckResult(
+            check_name=RECONCILED,
+            asset_key=asset_key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{left} record(s) still differ from Salesforce after the repair "
+                f"({report.deferred} deferred past max_rereads): docs/operations.md, "
+                "Reconciliation"
+            ),
+            metadata=metadata,
+        )
+    if report.differing:
+        return dg.AssetCheckResult(
+            check_name=RECONCILED,
+            asset_key=asset_key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{report.differing} of {report.compared} record(s) differed from Salesforce "
+                f"({report.kind}); {report.repaired} change(s) repaired them, none differ now"
+            ),
+            metadata=metadata,
+        )
+    return dg.AssetCheckResult(
+        check_name=RECONCILED,
+        asset_key=asset_key,
+        passed=True,
+        description=f"{report.compared} record(s) compared ({report.kind}): all equal",
+        metadata=metadata,
+    )
 
 
 def check_keys(asset_key: dg.AssetKey, names: Sequence[str]) -> list[dg.AssetCheckKey]:

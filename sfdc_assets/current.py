@@ -106,13 +106,15 @@ def apply_pending(
     spec: ObjectSpec,
     start: dt.date,
     end: dt.date,
+    run_id: str | None = None,
 ) -> ApplyOutcome:
-    """Apply the valid, unapplied parts whose change days overlap `[start, end)`."""
+    """Apply the valid, unapplied parts whose change days overlap `[start, end)`, and
+    those the run `run_id` registered (its raw step's, from any day)."""
     from sync_engine.apply import apply_batch
 
     outcome = ApplyOutcome()
     batches.ensure_ledger(warehouse)
-    for ref in batches.pending(warehouse, spec.name, start, end):
+    for ref in batches.pending(warehouse, spec.name, start, end, run_id):
         table = batches.read_validated(landing, ref)
         result = apply_batch(warehouse, spec, table, batch_id=ref.label)
         batches.mark_applied(

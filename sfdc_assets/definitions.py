@@ -11,6 +11,7 @@ from resources.slack import slack_alerter_from_env
 from sensors.alerts import alert_sensors
 from sensors.automation import bootstrap_sensor, dbt_refresh_sensor
 from sensors.cdc import cdc_sensors, polling_sensor
+from sensors.reconcile import reconcile_sensor
 from sfdc_assets import erase
 from sfdc_assets.assets import build_assets
 from sfdc_assets.checks import reconcile_schedule
@@ -29,6 +30,7 @@ def build_definitions() -> dg.Definitions:
         polling_sensor(sync),
         bootstrap_sensor(sync),
         dbt_refresh_sensor(sync),
+        reconcile_sensor(sync),
         *alert_sensors(),
     ]
     platform = dg.Definitions(

@@ -22,6 +22,8 @@ RAW_VALID = "raw_batch_valid"
 CURRENT_ID_UNIQUE = "current_id_unique"
 CDC_LAG = "cdc_lag"
 RECONCILE = "live_count_matches_salesforce"
+# The check a reconciliation run evaluates after its repairs (sfdc_assets/reconcile.py).
+RECONCILED = "reconciled_with_salesforce"
 
 # Every run that calls Salesforce takes a slot of this pool (dagster.yaml sizes it).
 SALESFORCE_POOL = "salesforce_api"
@@ -93,3 +95,13 @@ def run_checks(obj: SObjectConfig | str) -> list[dg.AssetCheckKey]:
 def reconcile_check(obj: SObjectConfig | str) -> dg.AssetCheckKey:
     """The reconciliation check of an object's current table."""
     return dg.AssetCheckKey(asset_key("current", obj), RECONCILE)
+
+
+def reconciled_check(obj: SObjectConfig | str) -> dg.AssetCheckKey:
+    """The check a reconciliation run evaluates: what it found, repaired, and what is left."""
+    return dg.AssetCheckKey(asset_key("current", obj), RECONCILED)
+
+
+def reconcile_run_checks(obj: SObjectConfig | str) -> list[dg.AssetCheckKey]:
+    """The checks of a reconciliation run: a sync run's, and `reconciled_with_salesforce`."""
+    return [*run_checks(obj), reconciled_check(obj)]

@@ -27,6 +27,26 @@ OBJECTS_FILE_VAR = "SFDC_OBJECTS_FILE"
 PARTITIONS_START_VAR = "SFDC_PARTITIONS_START"
 
 
+class ReconcileSettings(BaseModel):
+    """How often the platform proves current equal to Salesforce, and repairs it.
+
+    Each run is one Bulk `queryAll` listing compared with current in the warehouse
+    (`sfdc_assets/reconcile.py`, docs/operations.md "Reconciliation"); 0 turns a kind off.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Id + SystemModstamp + IsDeleted of the last `recent_days`, every `recent_minutes`.
+    recent_days: int = Field(default=2, ge=1)
+    recent_minutes: int = Field(default=15, ge=0)
+    # The same over the whole history (the ID-set diff that finds purged records).
+    full_hours: int = Field(default=24, ge=0)
+    # Id + formula fields over the whole history (cross-object formulas), objects with any.
+    formula_minutes: int = Field(default=60, ge=0)
+    # Records re-read by REST per run at most (200 per call); the rest wait for the next.
+    max_rereads: int = Field(default=20_000, ge=1)
+
+
 class SyncSettings(BaseModel):
     """Project-wide tunables."""
 
@@ -43,6 +63,7 @@ class SyncSettings(BaseModel):
     # dbt build (staging, marts, legacy) at most this often once every object is
     # bootstrapped and something new was applied (sensor `dbt_refresh`); 0 turns it off.
     dbt_refresh_minutes: int = Field(default=5, ge=0)
+    reconcile: ReconcileSettings = ReconcileSettings()
 
 
 class ChannelGroup(BaseModel):
@@ -75,6 +96,11 @@ class SObjectConfig(BaseModel):
     pii_fields: tuple[str, ...] = ()
     mode: Literal["cdc", "polling"] = "cdc"
     poll_minutes: int = Field(default=15, ge=1)
+    # Re-read whole, by REST, the records each CDC drain changed: events carry neither
+    # formula fields nor SystemModstamp, and a lost event leaves its fields stale.
+    reread_after_cdc: bool = True
+    # Overrides of `settings.reconcile` for this object (`SyncConfig.reconcile_for`).
+    reconcile: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -116,12 +142,17 @@ class SyncConfig(BaseModel):
             if obj.key_name in seen:
                 raise ValueError(f"{obj.name} is declared twice in the object list")
             seen.add(obj.key_name)
+            self.reconcile_for(obj)  # an unknown or invalid override fails here, by name
             if obj.group not in self.channel_groups:
                 raise ValueError(
                     f"{obj.name}: group {obj.group!r} is not one of the channel groups "
                     f"{sorted(self.channel_groups)}"
                 )
         return self
+
+    def reconcile_for(self, obj: SObjectConfig) -> ReconcileSettings:
+        """The object's reconciliation settings: the project's, with its overrides."""
+        return reconcile_settings(self.settings, obj)
 
     def objects_by_name(self) -> dict[str, SObjectConfig]:
         """API name -> config, in file order."""
@@ -130,6 +161,14 @@ class SyncConfig(BaseModel):
     def group_objects(self, group: str) -> list[SObjectConfig]:
         """The objects of one channel group."""
         return [o for o in self.objects if o.group == group]
+
+
+def reconcile_settings(settings: SyncSettings, obj: SObjectConfig) -> ReconcileSettings:
+    """`settings.reconcile` with `obj`'s overrides (an invalid one is named)."""
+    try:
+        return ReconcileSettings(**{**settings.reconcile.model_dump(), **obj.reconcile})
+    except ValueError as exc:
+        raise ValueError(f"{obj.name}: invalid reconcile override in objects.yaml: {exc}") from None
 
 
 def parse_config(text: str) -> SyncConfig:

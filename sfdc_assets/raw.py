@@ -33,12 +33,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from resources.landing import LandingStore, Manifest
     from sfdc_assets.checks import Validation
+    from sfdc_assets.objects import ReconcileSettings
+    from sfdc_assets.reconcile import ReconcilePlan, ReconcileReport
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
 
 BACKFILL = "backfill"
 REBACKFILL = "re-backfill"
 MICRO_BATCHES = "micro-batches"
+RECONCILE = "reconcile"
 # A `since` re-backfill is open-ended: its read ends "now" (the reader clamps the end to
 # the org's clock minus the lag), so its window end lies safely ahead.
 OPEN_END = dt.timedelta(days=2)
@@ -51,6 +54,8 @@ class RawRunConfig(dg.Config):
     landing_batches: list[str] = []
     since: str | None = None
     lag_seconds: int | None = None
+    # `recent`, `full` or `formulas`: a reconciliation (sfdc_assets/reconcile.py).
+    reconcile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class RawPlan:
     read: tuple[dt.datetime, dt.datetime] | None = None
     batches: tuple[batches.PartRef, ...] = ()
     fill_fields: tuple[str, ...] = ()
+    reconcile: ReconcilePlan | None = None
 
     @property
     def rereads_incomplete(self) -> bool:
@@ -93,10 +99,13 @@ def plan_raw(
     default_lag_seconds: int,
     now: dt.datetime,
     fill_fields: Sequence[str] = (),
+    reconcile: ReconcileSettings | None = None,
+    formula_fields: Sequence[str] = (),
 ) -> RawPlan:
     """Decide what a raw run of `name` lands, from its run config alone (no I/O).
 
-    `window` is the run's partition window and `now` an aware UTC time.
+    `window` is the run's partition window and `now` an aware UTC time; `reconcile` and
+    `formula_fields` (the object's) are what a reconciliation run needs.
     """
     lag_s = default_lag_seconds if run.lag_seconds is None else run.lag_seconds
     common = {
@@ -105,6 +114,14 @@ def plan_raw(
         "lag": dt.timedelta(seconds=lag_s),
         "fill_fields": tuple(fill_fields),
     }
+    if run.reconcile:
+        from sfdc_assets.objects import ReconcileSettings
+        from sfdc_assets.reconcile import plan_reconcile
+
+        rec = plan_reconcile(
+            name, run.reconcile, reconcile or ReconcileSettings(), now, formula_fields
+        )
+        return RawPlan(mode=RECONCILE, reconcile=rec, **common)
     if run.landing_batches:
         refs = tuple(parse_landing_batch(name, text) for text in run.landing_batches)
         return RawPlan(mode=MICRO_BATCHES, batches=refs, **common)
@@ -166,6 +183,7 @@ class LandedWork:
     read_meta: dict[str, Any]
     # Records re-read whole by REST (`incomplete.py`).
     reread_records: int = 0
+    reconcile: ReconcileReport | None = None
 
 
 def land_raw(
@@ -174,8 +192,11 @@ def land_raw(
     landing: LandingStore,
     warehouse: Warehouse,
     schema: RawSchema,
+    run_id: str = "",
 ) -> LandedWork:
     """Land (Bulk) or look up (micro-batches) what the plan names, then fills and re-reads."""
+    if plan.reconcile is not None:
+        return _reconcile(plan, plan.reconcile, client, landing, warehouse, schema, run_id)
     if plan.read is None:
         manifests = [batches.manifest_of(landing, ref) for ref in plan.batches]
         read_meta: dict[str, Any] = {"mode": plan.mode}
@@ -189,6 +210,27 @@ def land_raw(
             client, landing, warehouse, plan.object_name, schema.spec, schema.describe, manifests
         )
     return LandedWork(manifests + repairs, read_meta, sum(m.rows for m in repairs))
+
+
+def _reconcile(
+    plan: RawPlan,
+    rec: ReconcilePlan,
+    client: Any,
+    landing: LandingStore,
+    warehouse: Warehouse,
+    schema: RawSchema,
+    run_id: str,
+) -> LandedWork:
+    from sfdc_assets.reconcile import reconcile
+
+    if not run_id:
+        raise ValueError("a reconciliation needs the run id (its report is named by it)")
+    manifests, report = reconcile(
+        rec, client, landing, warehouse, schema.spec, schema.describe, plan.lag, run_id
+    )
+    fills = land_fill(client, landing, plan.object_name, schema.describe, list(plan.fill_fields))
+    meta = {"mode": plan.mode, **report.metadata()}
+    return LandedWork(fills + manifests, meta, report.reread, report)
 
 
 def _bulk_read(

@@ -149,6 +149,12 @@ def _exact_decimals(
     return (frame.with_columns(columns) if columns else frame), texts
 
 
+def exact_decimals(spec: ObjectSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with the float columns of decimal fields as the exact decimals snapshots
+    store (so a comparison with current sees the values the apply would have written)."""
+    return _exact_decimals(spec, frame)[0]
+
+
 def snapshot_changes(
     spec: ObjectSpec,
     frame: pl.DataFrame,

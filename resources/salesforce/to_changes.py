@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,7 @@ from resources.landing import BatchRef, LandingStore, Manifest
 from resources.salesforce.cdc_decode import ChangeRow
 from resources.salesforce.csv_types import OBSERVED_AT, read_page, schema_for
 from resources.salesforce.rest import ObjectDescribe
-from sync_engine.changes import build_batch, cdc_change, conform_batch
+from sync_engine.changes import build_batch, cdc_change, conform_batch, deleted_change
 from sync_engine.snapshots import fill_changes, snapshot_changes
 from sync_engine.spec import ObjectSpec
 
@@ -177,6 +178,15 @@ def rest_frame(
     return frame.with_columns(pl.lit(observed_ms, dtype=pl.Int64).alias(OBSERVED_AT))
 
 
+@dataclass
+class Reread:
+    """What a re-read by Id landed: the batches, and how many records it found or not."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    found: int = 0
+    purged: int = 0
+
+
 def land_rest_snapshots(
     client: Any,
     landing: LandingStore,
@@ -185,27 +195,68 @@ def land_rest_snapshots(
     specs: Mapping[str, tuple[ObjectSpec, ObjectDescribe]],
     tag: str,
     reason: str,
+    deleted_at: Mapping[str, dt.datetime] | None = None,
 ) -> list[Manifest]:
-    """Re-read records by Id over REST and land them as `rest` snapshot micro-batches
-    (gap events; records CDC changed before a whole image of them was ever read).
+    """Re-read records by Id over REST and land them as `rest` micro-batches (see
+    `reread_by_id`); the landed manifests."""
+    return reread_by_id(
+        client, landing, topic, ids_by_object, specs, tag, reason, deleted_at
+    ).manifests
 
-    `specs`: object -> (engine spec, describe). Purged records come back empty and are
-    skipped. Named by `topic` and `tag`, so landing the same repair twice is a no-op.
+
+def reread_by_id(
+    client: Any,
+    landing: LandingStore,
+    topic: str,
+    ids_by_object: Mapping[str, set[str]],
+    specs: Mapping[str, tuple[ObjectSpec, ObjectDescribe]],
+    tag: str,
+    reason: str,
+    deleted_at: Mapping[str, dt.datetime] | None = None,
+) -> Reread:
+    """Re-read records by Id over REST (queryAll: deleted ones come back with IsDeleted)
+    and land them as micro-batches: gap events, records changed by CDC (whose formula
+    fields and SystemModstamp no event carries), drift a reconciliation found.
+
+    A record the re-read does not find was purged (hard-deleted past the Recycle Bin: no
+    event says so): it lands as a `delete_scan` change, deleted at `deleted_at[id]` when
+    getDeleted reported it, else at the read's start. `specs`: object -> (engine spec,
+    describe). Named by `topic` and `tag`, so landing the same repair twice is a no-op.
     """
-    manifests = []
+    out = Reread()
     slug = topic.strip("/").replace("/", "_").replace("__", "_")
+    deleted_at = deleted_at or {}
     for entity, ids in sorted(ids_by_object.items()):
         if entity not in specs or not ids:
             continue
         spec, describe = specs[entity]
         rows = client.rest.retrieve(entity, sorted(ids), describe.field_names)
-        if not rows.records:
-            continue  # purged: nothing left to read
-        frame = rest_frame(rows.records, describe, rows.observed_at_ms)
-        changes = pl.from_arrow(snapshot_batch(spec, frame, source="rest"))
+        tables = []
+        if rows.records:
+            frame = rest_frame(rows.records, describe, rows.observed_at_ms)
+            tables.append(conform_batch(spec, snapshot_batch(spec, frame, source="rest")))
+        found = {r["Id"] for r in rows.records}
+        observed = _EPOCH + dt.timedelta(milliseconds=rows.observed_at_ms)
+        purged = sorted(set(ids) - found)
+        if purged:
+            deletes = [
+                deleted_change(
+                    spec,
+                    record_id=rid,
+                    deleted_at=deleted_at.get(rid, observed),
+                    read_started_at=observed,
+                )
+                for rid in purged
+            ]
+            tables.append(conform_batch(spec, build_batch(spec, deletes)))
+        out.found += len(found)
+        out.purged += len(purged)
+        if not tables:
+            continue
+        changes = pl.from_arrow(pa.concat_tables(tables))
         assert isinstance(changes, pl.DataFrame)
         for (day,), part in changes.group_by("change_date", maintain_order=True):
             ref = BatchRef("cdc", entity, day, f"rest-{slug}-{tag}")
             meta = {"source": "rest", "topic": topic, "repair_of": reason}
-            manifests.append(landing.write_batch(ref, part, meta))
-    return manifests
+            out.manifests.append(landing.write_batch(ref, part, meta))
+    return out

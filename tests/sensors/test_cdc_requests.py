@@ -1,4 +1,4 @@
-"""`sensors.run_requests.requests_for`: a tick's landed micro-batches -> one run per (source, day).
+"""`sensors.run_requests.requests_for`: a tick's landed micro-batches -> one run per change day.
 
 Pure: real `Manifest`s (no files behind them), the real partitions definition and the real
 assets' op names; no emulator, no instance.
@@ -124,22 +124,29 @@ def test_batches_of_different_days_are_separate_runs_keyed_by_their_day() -> Non
     assert len({r.run_key for r in requests}) == 2
 
 
-def test_rest_repairs_and_cdc_batches_of_the_same_day_are_separate_runs() -> None:
+def test_rest_re_reads_join_the_cdc_run_of_their_day() -> None:
+    # Issue 10: every drain now re-reads the records its events changed; as runs of their
+    # own (the former behaviour), the re-reads would double the group's run queue.
     tick = [
         manifest("Account", TODAY, "cdc-01-02"),
         manifest("Account", TODAY, "rest-revenue-01-02", source="rest"),
     ]
-    requests = requests_for(tick, "revenue", PARTITIONS)
+    (request,) = requests_for(tick, "revenue", PARTITIONS)
 
-    by_source = {r.tags["sfdc/source"]: r for r in requests}
-    assert set(by_source) == {"cdc", "rest"}
-    assert batches_of(by_source["rest"]) == {
-        "salesforce__raw__account": [f"cdc/Account/{TODAY}/rest-revenue-01-02"]
+    assert request.tags["sfdc/source"] == "cdc"
+    assert batches_of(request) == {
+        "salesforce__raw__account": [
+            f"cdc/Account/{TODAY}/cdc-01-02",
+            f"cdc/Account/{TODAY}/rest-revenue-01-02",
+        ]
     }
-    assert batches_of(by_source["cdc"]) == {
-        "salesforce__raw__account": [f"cdc/Account/{TODAY}/cdc-01-02"]
-    }
-    assert by_source["rest"].run_key != by_source["cdc"].run_key
+
+
+def test_a_tick_of_rest_repairs_only_is_a_rest_run() -> None:
+    (request,) = requests_for(
+        [manifest("Account", TODAY, "rest-revenue-01-02", source="rest")], "revenue", PARTITIONS
+    )
+    assert request.tags["sfdc/source"] == "rest"
 
 
 def test_a_manifest_without_a_source_counts_as_cdc() -> None:
@@ -213,7 +220,7 @@ def test_every_landed_batch_is_in_exactly_one_request_under_its_own_object(
 ) -> None:
     requests = requests_for(tick, "revenue", PARTITIONS)
 
-    assert len(requests) == len({(m.meta["source"], m.day) for m in tick})
+    assert len(requests) == len({m.day for m in tick})
     assert len({r.run_key for r in requests}) == len(requests)
     landed = {ref(m): m for m in tick}
     seen: list[str] = []
@@ -228,6 +235,7 @@ def test_every_landed_batch_is_in_exactly_one_request_under_its_own_object(
             for text in refs:
                 m = landed[text]
                 assert op == f"salesforce__raw__{m.object.lower()}" and m.object in names
-                assert (m.meta["source"], m.day) == (source, day)
+                assert m.day == day
+                assert source == "cdc" or m.meta["source"] == source
             seen.extend(refs)
     assert sorted(seen) == sorted(ref(m) for m in tick)

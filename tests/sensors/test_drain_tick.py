@@ -7,16 +7,18 @@ test_cdc_recovery.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from resources.landing import LandingStore
+from resources.landing import BatchRef, LandingStore
 from resources.salesforce.cdc_decode import ChangeRow
 from resources.salesforce.errors import ReplayIdExpiredError
 from resources.salesforce.pubsub import DrainResult, ReplayPolicy, replay_bytes
+from resources.salesforce.rest import SnapshotRows
 from sensors.cdc import CdcChannel, drain_tick, poll_tick
 from sensors.cursor import CUSTOM, LATEST, CdcCursor
 from sfdc_assets.describe import cache_describe
@@ -61,8 +63,11 @@ def store(tmp_path: Any) -> Iterator[LandingStore]:
 
 @pytest.fixture
 def channel() -> CdcChannel:
+    """The revenue channel without the re-read after CDC (tested on its own below)."""
     sync = load_config()
-    return CdcChannel.of(sync.channel_groups["revenue"], sync)
+    return dataclasses.replace(
+        CdcChannel.of(sync.channel_groups["revenue"], sync), reread=frozenset()
+    )
 
 
 def update(replay: int, commit_s: float) -> ChangeRow:
@@ -208,3 +213,68 @@ def test_a_polled_object_is_re_read_once_per_interval_from_its_last_poll() -> No
     since = second.run_config["ops"][raw_op_name("Task")]["config"]["since"]
     expected_ms = now_ms - interval_ms - lag_ms
     assert dt.datetime.fromisoformat(since).timestamp() == expected_ms // 1000
+
+
+class ScriptedRest:
+    """`retrieve` answers from `records` (an id absent there was purged) and records calls."""
+
+    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
+        self.records = records
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def retrieve(self, obj: str, ids: list[str], fields: list[str]) -> SnapshotRows:
+        self.calls.append((obj, list(ids)))
+        found = [dict(self.records[i], Id=i) for i in ids if i in self.records]
+        return SnapshotRows(obj, found, int(NOW_S * 1000))
+
+
+def test_records_the_events_changed_are_re_read_whole_in_the_same_run() -> None:
+    # Issue 10: events carry no formula field and no SystemModstamp, and a lost event
+    # leaves its fields stale; the record read after its events brings all three.
+    sync = load_config()
+    channel = CdcChannel.of(sync.channel_groups["revenue"], sync)
+    assert "Opportunity" in channel.reread
+    stamp = dt.datetime.fromtimestamp(NOW_S - 3, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    client = Client(ScriptedPubSub(drained(update(8, NOW_S - 5), update(9, NOW_S - 4))))
+    client.rest = ScriptedRest({OPP: {"Name": "Renewal 9", "SystemModstamp": stamp}})
+    landing = store_with_describes()
+
+    tick = drain_tick(client, landing, channel, CdcCursor(), NOW_S, never_queued)
+
+    assert client.rest.calls == [("Opportunity", [OPP])]
+    (request,) = tick.requests
+    batches = request.run_config["ops"][raw_op_name("Opportunity")]["config"]["landing_batches"]
+    sources = sorted(landing.manifest(ref_of(b)).meta["source"] for b in batches)
+    assert sources == ["cdc", "rest"]
+
+
+def test_a_changed_record_the_re_read_no_longer_finds_lands_as_a_delete_scan() -> None:
+    sync = load_config()
+    channel = CdcChannel.of(sync.channel_groups["revenue"], sync)
+    client = Client(ScriptedPubSub(drained(update(8, NOW_S - 5))))
+    client.rest = ScriptedRest({})  # purged since the event: no event says so
+    landing = store_with_describes()
+
+    tick = drain_tick(client, landing, channel, CdcCursor(), NOW_S, never_queued)
+
+    (request,) = tick.requests
+    batches = request.run_config["ops"][raw_op_name("Opportunity")]["config"]["landing_batches"]
+    rest = [m for m in (landing.manifest(ref_of(b)) for b in batches) if m.meta["source"] == "rest"]
+    (frame,) = [landing.read(m) for m in rest]
+    assert frame["source"].to_list() == ["delete_scan"]
+    assert frame["record_id"].to_list() == [OPP]
+    assert frame["is_deleted"].to_list() == [True]
+
+
+def ref_of(text: str) -> BatchRef:
+    kind, obj, day, batch_id = text.split("/")
+    return BatchRef(kind, obj, dt.date.fromisoformat(day), batch_id)
+
+
+def store_with_describes() -> LandingStore:
+    import tempfile
+
+    landing = LandingStore(tempfile.mkdtemp(prefix="drain-tick-"))
+    for name in ("Account", "Opportunity", "OpportunityLineItem"):
+        cache_describe(landing, name, default_catalog()[name].describe_json("66.0"))
+    return landing

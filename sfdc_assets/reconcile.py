@@ -1,0 +1,403 @@
+"""Reconciliation: prove current equal to Salesforce over a window, and repair what is not.
+
+Change Data Capture is blind to what Salesforce documents it does not publish: a hard
+delete (emptied Recycle Bin, Bulk hardDelete) has no event, formula fields are in no
+event (a cross-object formula changes with its parent and nothing on the child), and
+events are "in rare cases" never persisted. A reconciliation run of one object
+(`RawRunConfig.reconcile`, requested by the `sfdc_reconcile` sensor) closes those gaps:
+
+- `recent` / `full`: a Bulk `queryAll` listing of `Id, SystemModstamp, IsDeleted` over the
+  last `recent_days` or the whole history, compared with current in the warehouse
+  (`sync_engine.drift`), plus getDeleted over the last 15 days. Stale and missing records
+  are re-read by Id over REST and landed as snapshots; the ones the re-read no longer
+  finds were purged and land as `delete_scan` changes (deleted at getDeleted's date when
+  it knows one). The `full` run is the ID-set diff of DESIGN §5.
+- `formulas`: a listing of `Id` and the formula fields over the whole history; records
+  whose formula values differ from current's land as REFRESH changes
+  (`sync_engine.changes.formula_change`), so an unchanged record opens no scd2 version.
+
+What lands goes through the ordinary raw -> current -> scd2 path of the same run. The
+run's report (`ReconcileReport`, a landing checkpoint) is what the current step's
+`reconciled_with_salesforce` check re-verifies after the apply, against the same
+listing, without another API call (docs/operations.md, "Reconciliation").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sfdc_assets import batches
+from sfdc_assets.partitions import BEGINNING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from resources.landing import LandingStore, Manifest
+    from sfdc_assets.objects import ReconcileSettings
+    from sync_engine.spec import ObjectSpec
+    from sync_engine.warehouse import Warehouse
+
+KINDS = ("recent", "full", "formulas")
+REPORT_CHECKPOINT = "reconcile/{name}/{run_id}"
+# getDeleted answers for the last 15 days only (reference §4.3); a minute of slack keeps
+# the start inside what the org still holds when the request arrives.
+GETDELETED_DAYS = 15
+GETDELETED_SLACK = dt.timedelta(minutes=1)
+# The listing reads the whole history up to "now": its end lies ahead and the reader
+# clamps it to the org's clock minus the read lag.
+OPEN_END = dt.timedelta(days=2)
+LISTING_META = "listing"
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    """What one reconciliation run of one object reads."""
+
+    object_name: str
+    kind: str
+    # The listing's SystemModstamp window `[start, end)`; start None = whole history.
+    start: dt.datetime | None
+    end: dt.datetime
+    formula_fields: tuple[str, ...]
+    max_rereads: int
+    # getDeleted's window, for the id-listing kinds.
+    deleted_window: tuple[dt.datetime, dt.datetime] | None
+
+
+def plan_reconcile(
+    name: str,
+    kind: str,
+    settings: ReconcileSettings,
+    now: dt.datetime,
+    formula_fields: Sequence[str],
+) -> ReconcilePlan:
+    """Decide what a reconciliation of `kind` reads (`now`: aware UTC). No I/O."""
+    if kind not in KINDS:
+        raise ValueError(f"reconcile kind {kind!r} is not one of {KINDS}")
+    now = now.astimezone(dt.UTC).replace(microsecond=0)
+    start = now - dt.timedelta(days=settings.recent_days) if kind == "recent" else None
+    deleted = None
+    if kind != "formulas":
+        deleted = (now - dt.timedelta(days=GETDELETED_DAYS) + GETDELETED_SLACK, now)
+    return ReconcilePlan(
+        object_name=name,
+        kind=kind,
+        start=start,
+        end=now + OPEN_END,
+        formula_fields=tuple(formula_fields) if kind == "formulas" else (),
+        max_rereads=settings.max_rereads,
+        deleted_window=deleted,
+    )
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconciliation found and landed; stored for the run's check to verify."""
+
+    object_name: str
+    kind: str
+    window_start: str | None
+    window_end: str
+    listing: list[str]
+    compared: int = 0
+    stale: int = 0
+    missing: int = 0
+    deleted_reported: int = 0
+    formula_differing: int = 0
+    reread: int = 0
+    purged: int = 0
+    refreshed: int = 0
+    deferred: int = 0
+    formula_fields: list[str] = field(default_factory=list)
+
+    @property
+    def differing(self) -> int:
+        """Records that disagreed with Salesforce when the run compared them."""
+        return self.stale + self.missing + self.deleted_reported + self.formula_differing
+
+    @property
+    def repaired(self) -> int:
+        """Changes landed to repair them (re-read snapshots, delete scans, refreshes)."""
+        return self.reread + self.purged + self.refreshed
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint body."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReconcileReport:
+        """Back from the checkpoint body."""
+        return cls(**data)
+
+    def metadata(self) -> dict[str, Any]:
+        """The counts, as check metadata."""
+        return {
+            "kind": self.kind,
+            "window_start": self.window_start or "(whole history)",
+            "window_end": self.window_end,
+            "compared": self.compared,
+            "differing": self.differing,
+            "stale": self.stale,
+            "missing": self.missing,
+            "deleted_reported": self.deleted_reported,
+            "formula_differing": self.formula_differing,
+            "repaired": self.repaired,
+            "reread": self.reread,
+            "purged": self.purged,
+            "refreshed": self.refreshed,
+            "deferred": self.deferred,
+        }
+
+
+def report_name(name: str, run_id: str) -> str:
+    """The landing checkpoint of a run's report."""
+    return REPORT_CHECKPOINT.format(name=name, run_id=run_id)
+
+
+def _listing_fields(plan: ReconcilePlan) -> list[str]:
+    if plan.kind == "formulas":
+        return ["Id", *plan.formula_fields]
+    return ["Id", "SystemModstamp", "IsDeleted"]
+
+
+def land_listing(
+    plan: ReconcilePlan, client: Any, landing: LandingStore, describe: Any, lag: dt.timedelta
+) -> tuple[list[Manifest], dt.datetime]:
+    """The Bulk listing (a few columns of every record in the window), and its clamped end."""
+    from resources.salesforce.bulk import BulkOptions
+
+    reader = client.bulk(landing, BulkOptions(lag=lag))
+    result = reader.backfill(
+        plan.object_name,
+        plan.start or BEGINNING,
+        plan.end,
+        fields=_listing_fields(plan),
+        describe=describe,
+        meta={LISTING_META: plan.kind},
+    )
+    end = result.window.end if result.window else (plan.start or BEGINNING)
+    return result.manifests, end
+
+
+def listing_parts(
+    landing: LandingStore, spec: ObjectSpec, manifests: Sequence[Manifest], plan_kind: str
+) -> Iterator[pa.Table]:
+    """The landed listing, part by part, as the columns `sync_engine.drift` loads."""
+    import polars as pl
+
+    from sync_engine.snapshots import exact_decimals
+
+    for manifest in manifests:
+        for index in range(len(manifest.parts)):
+            frame = exact_decimals(spec, batches.read_part(landing, manifest, index))
+            renames = {"Id": "id"}
+            if plan_kind != "formulas":
+                renames |= {"SystemModstamp": "systemmodstamp", "IsDeleted": "is_deleted"}
+            else:
+                renames |= {f.name: f.column for f in spec.fields if f.name in frame.columns}
+            frame = frame.rename({k: v for k, v in renames.items() if k in frame.columns})
+            yield (
+                frame.select([c for c in renames.values() if c in frame.columns])
+                .with_columns(pl.col("id").cast(pl.String))
+                .to_arrow()
+            )
+
+
+def _observed_ms(landing: LandingStore, manifests: Sequence[Manifest]) -> int | None:
+    from resources.salesforce.csv_types import OBSERVED_AT
+
+    observed = []
+    for manifest in manifests:
+        for index in range(len(manifest.parts)):
+            frame = batches.read_part(landing, manifest, index)
+            if frame.height and OBSERVED_AT in frame.columns:
+                observed.append(int(frame[OBSERVED_AT].min()))
+    return min(observed) if observed else None
+
+
+def _getdeleted(client: Any, plan: ReconcilePlan) -> dict[str, dt.datetime]:
+    """getDeleted over the plan's window: id -> deletion time (naive UTC)."""
+    from resources.salesforce.bulk import parse_sf_datetime
+
+    if plan.deleted_window is None:
+        return {}
+    start, end = plan.deleted_window
+    body = client.rest.deleted(plan.object_name, start, end)
+    out = {}
+    for rec in body.get("deletedRecords", []):
+        when = parse_sf_datetime(rec["deletedDate"])
+        out[rec["id"]] = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return out
+
+
+def reconcile(
+    plan: ReconcilePlan,
+    client: Any,
+    landing: LandingStore,
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    describe: Any,
+    lag: dt.timedelta,
+    run_id: str,
+) -> tuple[list[Manifest], ReconcileReport]:
+    """List, compare, and land the repairs of one reconciliation; store its report."""
+    from sync_engine import drift
+
+    if plan.kind == "formulas" and not plan.formula_fields:
+        listing, end = [], plan.end  # no formula field: nothing to list
+    else:
+        listing, end = land_listing(plan, client, landing, describe, lag)
+    report = ReconcileReport(
+        object_name=plan.object_name,
+        kind=plan.kind,
+        window_start=plan.start.isoformat() if plan.start else None,
+        window_end=end.isoformat(),
+        listing=[_ref_text(m) for m in listing],
+        formula_fields=list(plan.formula_fields),
+    )
+    formulas = list(plan.formula_fields)
+    report.compared = drift.load_listing(
+        warehouse, spec, listing_parts(landing, spec, listing, plan.kind), formulas
+    )
+    if plan.kind == "formulas":
+        manifests = _land_refreshes(plan, landing, warehouse, spec, listing, report, run_id)
+    else:
+        manifests = _land_rereads(plan, client, landing, warehouse, spec, describe, report, run_id)
+    landing.write_checkpoint(report_name(plan.object_name, run_id), report.to_json())
+    return manifests, report
+
+
+def _land_rereads(
+    plan: ReconcilePlan,
+    client: Any,
+    landing: LandingStore,
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    describe: Any,
+    report: ReconcileReport,
+    run_id: str,
+) -> list[Manifest]:
+    from resources.salesforce.to_changes import reread_by_id
+    from sync_engine import drift
+
+    window = drift.Window(
+        plan.start.replace(tzinfo=None) if plan.start else None,
+        dt.datetime.fromisoformat(report.window_end).astimezone(dt.UTC).replace(tzinfo=None),
+    )
+    found = drift.find_drift(warehouse, spec, window, report.compared)
+    report.stale, report.missing = len(found.stale), len(found.missing)
+    deleted = _getdeleted(client, plan)
+    known = set(found.stale) | set(found.missing)
+    reported = [i for i in drift.live_ids(warehouse, spec, sorted(deleted)) if i not in known]
+    report.deleted_reported = len(reported)
+    candidates = sorted(known | set(reported))
+    todo, report.deferred = (
+        candidates[: plan.max_rereads],
+        max(0, len(candidates) - plan.max_rereads),
+    )
+    if not todo:
+        return []
+    result = reread_by_id(
+        client,
+        landing,
+        f"reconcile-{plan.kind}",
+        {plan.object_name: set(todo)},
+        {plan.object_name: (spec, describe)},
+        run_id,
+        f"reconcile {plan.kind}",
+        deleted_at=deleted,
+    )
+    report.reread, report.purged = result.found, result.purged
+    return result.manifests
+
+
+def _land_refreshes(
+    plan: ReconcilePlan,
+    landing: LandingStore,
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    listing: Sequence[Manifest],
+    report: ReconcileReport,
+    run_id: str,
+) -> list[Manifest]:
+    import polars as pl
+
+    from resources.landing import BatchRef
+    from sync_engine import drift
+    from sync_engine.changes import build_batch, formula_change, ts_of
+
+    differing = drift.find_formula_drift(warehouse, spec, plan.formula_fields)
+    report.formula_differing = differing.num_rows
+    observed = _observed_ms(landing, listing)
+    if not differing.num_rows or observed is None:
+        return []
+    by_column = {f.column: f.name for f in spec.fields}
+    read = ts_of(observed)
+    rows = [
+        formula_change(
+            spec,
+            record_id=rec["id"],
+            values={by_column[c]: v for c, v in rec.items() if c != "id"},
+            read_started_at=read,
+        )
+        for rec in differing.to_pylist()
+    ]
+    changes = pl.from_arrow(build_batch(spec, rows))
+    assert isinstance(changes, pl.DataFrame)
+    report.refreshed = changes.height
+    manifests = []
+    for (day,), part in changes.group_by("change_date", maintain_order=True):
+        ref = BatchRef("cdc", plan.object_name, day, f"refresh-{run_id}")
+        manifests.append(
+            landing.write_batch(ref, part, {"source": "bulk", "repair_of": "formulas"})
+        )
+    return manifests
+
+
+def _ref_text(manifest: Manifest) -> str:
+    return f"{manifest.kind}/{manifest.object}/{manifest.day}/{manifest.batch_id}"
+
+
+def remaining(
+    warehouse: Warehouse, landing: LandingStore, spec: ObjectSpec, report: ReconcileReport
+) -> int:
+    """After the apply: how many records still disagree with the run's listing.
+
+    The proof of the repair: the same listing, loaded again, compared with current as the
+    apply left it. No API call.
+    """
+    from sync_engine import drift
+
+    manifests = [batches.manifest_of(landing, _part_ref(text)) for text in report.listing]
+    formulas = list(report.formula_fields)
+    listed = drift.load_listing(
+        warehouse, spec, listing_parts(landing, spec, manifests, report.kind), formulas
+    )
+    if report.kind == "formulas":
+        return drift.find_formula_drift(warehouse, spec, formulas).num_rows
+    start = report.window_start
+    window = drift.Window(
+        dt.datetime.fromisoformat(start).astimezone(dt.UTC).replace(tzinfo=None) if start else None,
+        dt.datetime.fromisoformat(report.window_end).astimezone(dt.UTC).replace(tzinfo=None),
+    )
+    return drift.find_drift(warehouse, spec, window, listed).differing
+
+
+def _part_ref(text: str) -> batches.PartRef:
+    kind, obj, day, batch_id = text.split("/")
+    return batches.PartRef(kind, obj, dt.date.fromisoformat(day), batch_id, 0)
+
+
+def load_report(landing: LandingStore, name: str, run_id: str) -> ReconcileReport | None:
+    """The report a run's raw step stored, if it reconciled."""
+    body = landing.read_checkpoint(report_name(name, run_id))
+    return ReconcileReport.from_json(body) if body else None
+
+
+def dumps(report: ReconcileReport) -> str:
+    """The report as JSON text (logs, tests)."""
+    return json.dumps(report.to_json(), sort_keys=True)
