@@ -115,7 +115,10 @@ def _empty(spec: ObjectSpec, formula_fields: Sequence[str]) -> pa.Table:
     if formula_fields:
         fields += [pa.field(by_name[n].column, by_name[n].wtype.arrow()) for n in formula_fields]
     else:
-        fields += [pa.field(STAMP_COLUMN, pa.timestamp("us")), pa.field(IS_DELETED_COLUMN, pa.bool_())]
+        fields += [
+            pa.field(STAMP_COLUMN, pa.timestamp("us")),
+            pa.field(IS_DELETED_COLUMN, pa.bool_()),
+        ]
     return pa.schema(fields).empty_table()
 
 
