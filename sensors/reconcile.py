@@ -39,6 +39,8 @@ from sfdc_assets.resources import LandingResource
 
 RECONCILE = "reconcile"
 SENSOR = "sfdc_reconcile"
+# When several kinds are due, the widest goes first (a full listing covers the recent days).
+PRIORITY = ("full", "formulas", "recent")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def reconcile_tick(
     """The runs due now and the new cursor (object -> kind -> last request, ms).
 
     `ready(name)`: the object is bootstrapped; `busy(name)`: one of its reconciliations is
-    in flight. At most one request per object and tick: the most overdue kind.
+    in flight. At most one request per object and tick: the widest kind due (`PRIORITY`).
     """
     cursor = {name: dict(kinds) for name, kinds in last_ms.items()}
     requests = []
@@ -92,13 +94,13 @@ def reconcile_tick(
         intervals = obj.intervals_ms()
         for kind in intervals:
             kinds.setdefault(kind, now_ms)  # the clock starts at the first sight
-        due = [
-            (now_ms - kinds[k] - ms, k) for k, ms in intervals.items() if now_ms - kinds[k] >= ms
-        ]
+        due = [k for k in PRIORITY if k in intervals and now_ms - kinds[k] >= intervals[k]]
         if not due or busy(obj.name):
             continue
-        _, kind = max(due)
+        kind = due[0]
         kinds[kind] = now_ms
+        if kind == "full" and "recent" in kinds:
+            kinds["recent"] = now_ms  # the whole history covers the recent days too
         requests.append(reconcile_request(obj.name, kind, partition_key, now_ms))
     return requests, cursor
 

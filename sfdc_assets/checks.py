@@ -409,18 +409,37 @@ def reconciled_result(
     Passes when nothing differed; warns when drift was found and all of it repaired (the
     Slack check alert then says so once per incident); fails (error) when drift remains.
     """
-    from sfdc_assets.reconcile import load_report, remaining
+    from sfdc_assets.reconcile import latest_report, load_report, remaining
 
     report = load_report(landing, object_name, run_id)
-    if report is None or spec is None:
+    if report is None:
+        # A run that did not reconcile (a materialization from the UI): current as it is
+        # now against the latest reconciliation's listing, which is still the truth for
+        # what it listed (a newer stamp in current is a later change, not drift).
+        latest = latest_report(landing, object_name)
+        if latest is None or spec is None:
+            return dg.AssetCheckResult(
+                check_name=RECONCILED,
+                asset_key=asset_key,
+                passed=True,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="never reconciled yet: nothing compared (sensor sfdc_reconcile)",
+                metadata={"compared": 0},
+            )
+        left = remaining(warehouse, landing, spec, latest[1])
         return dg.AssetCheckResult(
             check_name=RECONCILED,
             asset_key=asset_key,
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="this run did not reconcile (no listing): nothing compared",
-            metadata={"compared": 0},
+            passed=left == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"no reconciliation in this run: {left} record(s) differ from the listing of "
+                f"run {latest[0]} ({latest[1].kind})"
+            ),
+            metadata={**latest[1].metadata(), "still_differing": left, "listing_run": latest[0]},
         )
+    if spec is None:
+        raise ValueError(f"{object_name}: a reconciliation ran but the registry has no spec")
     left = remaining(warehouse, landing, spec, report)
     metadata = {**report.metadata(), "still_differing": left}
     if left:

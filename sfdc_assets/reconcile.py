@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 KINDS = ("recent", "full", "formulas")
 REPORT_CHECKPOINT = "reconcile/{name}/{run_id}"
+# The checkpoint naming the run of the latest Id listing (recent or full).
+LATEST = "latest"
 # getDeleted answers for the last 15 days only (reference §4.3); a minute of slack keeps
 # the start inside what the org still holds when the request arrives.
 GETDELETED_DAYS = 15
@@ -247,8 +249,9 @@ def reconcile(
     """List, compare, and land the repairs of one reconciliation; store its report."""
     from sync_engine import drift
 
-    if plan.kind == "formulas" and not plan.formula_fields:
-        listing, end = [], plan.end  # no formula field: nothing to list
+    nothing_to_list = plan.kind == "formulas" and not plan.formula_fields
+    if nothing_to_list:
+        listing, end = [], plan.end
     else:
         listing, end = land_listing(plan, client, landing, describe, lag)
     report = ReconcileReport(
@@ -259,15 +262,19 @@ def reconcile(
         listing=[_ref_text(m) for m in listing],
         formula_fields=list(plan.formula_fields),
     )
-    formulas = list(plan.formula_fields)
-    report.compared = drift.load_listing(
-        warehouse, spec, listing_parts(landing, spec, listing, plan.kind), formulas
-    )
-    if plan.kind == "formulas":
-        manifests = _land_refreshes(plan, landing, warehouse, spec, listing, report, run_id)
-    else:
-        manifests = _land_rereads(plan, client, landing, warehouse, spec, describe, report, run_id)
+    manifests: list[Manifest] = []
+    if not nothing_to_list:
+        parts = listing_parts(landing, spec, listing, plan.kind)
+        report.compared = drift.load_listing(warehouse, spec, parts, plan.formula_fields)
+        if plan.kind == "formulas":
+            manifests = _land_refreshes(plan, landing, warehouse, spec, listing, report, run_id)
+        else:
+            manifests = _land_rereads(
+                plan, client, landing, warehouse, spec, describe, report, run_id
+            )
     landing.write_checkpoint(report_name(plan.object_name, run_id), report.to_json())
+    if plan.kind != "formulas":  # a formula listing goes stale with the next record change
+        landing.write_checkpoint(report_name(plan.object_name, LATEST), {"run_id": run_id})
     return manifests, report
 
 
@@ -374,6 +381,8 @@ def remaining(
 
     manifests = [batches.manifest_of(landing, _part_ref(text)) for text in report.listing]
     formulas = list(report.formula_fields)
+    if report.kind == "formulas" and not formulas:
+        return 0
     listed = drift.load_listing(
         warehouse, spec, listing_parts(landing, spec, manifests, report.kind), formulas
     )
@@ -396,6 +405,15 @@ def load_report(landing: LandingStore, name: str, run_id: str) -> ReconcileRepor
     """The report a run's raw step stored, if it reconciled."""
     body = landing.read_checkpoint(report_name(name, run_id))
     return ReconcileReport.from_json(body) if body else None
+
+
+def latest_report(landing: LandingStore, name: str) -> tuple[str, ReconcileReport] | None:
+    """(run id, report) of the object's latest Id listing (recent or full), if any ran."""
+    pointer = landing.read_checkpoint(report_name(name, LATEST))
+    if not pointer:
+        return None
+    report = load_report(landing, name, pointer["run_id"])
+    return (pointer["run_id"], report) if report else None
 
 
 def dumps(report: ReconcileReport) -> str:

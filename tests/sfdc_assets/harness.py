@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -165,8 +166,19 @@ def _norm(value: Any) -> Any:
 NOT_IN_CDC = frozenset({"systemmodstamp"})
 
 
-def differences(platform: Platform, name: str, ignore: frozenset[str] = frozenset()) -> list[str]:
-    """Every field of the engine's current table against the emulator's truth."""
+def differences(
+    platform: Platform,
+    name: str,
+    ignore: frozenset[str] = frozenset(),
+    *,
+    purged_as_deleted: bool = False,
+) -> list[str]:
+    """Every field of the engine's current table against the emulator's truth.
+
+    With `purged_as_deleted`, records truth no longer has (purged: hard-deleted) may stay
+    in current as deleted rows (DESIGN §3: `is_deleted` instead of physical deletes), and
+    must be marked deleted.
+    """
     truth = pl.from_arrow(platform.store.truth(name))
     current = platform.table("sfdc", name)
     assert isinstance(truth, pl.DataFrame)
@@ -176,7 +188,15 @@ def differences(platform: Platform, name: str, ignore: frozenset[str] = frozense
     ]
     want = {r["Id"]: r for r in truth.iter_rows(named=True)}
     got = {r["id"]: r for r in current.iter_rows(named=True)}
-    out = []
+    out: list[str] = []
+    if purged_as_deleted:
+        extra = set(got) - set(want)
+        out += [
+            f"{name}: purged {rid} is live in current"
+            for rid in sorted(extra)
+            if not got[rid]["is_deleted"]
+        ]
+        got = {rid: row for rid, row in got.items() if rid in want}
     if set(want) != set(got):
         out.append(
             f"{name}: ids differ: missing {len(set(want) - set(got))}, "
@@ -188,3 +208,39 @@ def differences(platform: Platform, name: str, ignore: frozenset[str] = frozense
             if _norm(want[rid][source]) != _norm(got[rid][col]):
                 out.append(f"{name}.{source} of {rid}")
     return out
+
+
+def drain_cdc(platform: Platform, rounds: int = 12) -> list[dg.RunRequest]:
+    """Evaluate every CDC sensor and run what it requests, until nothing is left."""
+    from sensors.cdc import cdc_sensors
+
+    sensors = cdc_sensors(platform.sync)
+    cursors: dict[str, str | None] = getattr(platform, "cursors", {})
+    done: list[dg.RunRequest] = []
+    defs = dg.Definitions(assets=platform.assets, sensors=sensors, resources=platform.resources)
+    quiet = 0
+    for _ in range(rounds):
+        requested = 0
+        pending = False
+        for sensor in sensors:
+            ctx = dg.build_sensor_context(
+                instance=platform.instance,
+                cursor=cursors.get(sensor.name),
+                definitions=defs,
+                resources={k: platform.resources[k] for k in ("salesforce", "landing")},
+            )
+            data = sensor.evaluate_tick(ctx)
+            cursors[sensor.name] = data.cursor
+            pending = pending or '"pending":[{' in (data.cursor or "")
+            for request in data.run_requests:
+                result = platform.execute(request)
+                assert result.success, request.run_key
+                done.append(request)
+                requested += 1
+        quiet = quiet + 1 if not requested and not pending else 0
+        if quiet >= 2:
+            break
+        if pending:
+            time.sleep(2)
+    platform.cursors = cursors  # type: ignore[attr-defined]
+    return done

@@ -11,18 +11,17 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 
-import dagster as dg
 import polars as pl
 import pytest
 
 from resources.landing import BatchRef
-from sensors.cdc import cdc_sensors
 from sfdc_assets.keys import RAW_VALID, asset_key
 from tests.sfdc_assets.harness import (
     NOT_IN_CDC,
     OBJECTS,
     Platform,
     differences,
+    drain_cdc,
     start_platform,
 )
 
@@ -36,40 +35,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
-
-
-def _drain(platform: Platform, rounds: int = 12) -> list[dg.RunRequest]:
-    """Evaluate every CDC sensor and run what it requests, until nothing is left."""
-    sensors = cdc_sensors(platform.sync)
-    cursors: dict[str, str | None] = getattr(platform, "cursors", {})
-    done: list[dg.RunRequest] = []
-    defs = dg.Definitions(assets=platform.assets, sensors=sensors, resources=platform.resources)
-    quiet = 0
-    for _ in range(rounds):
-        requested = 0
-        pending = False
-        for sensor in sensors:
-            ctx = dg.build_sensor_context(
-                instance=platform.instance,
-                cursor=cursors.get(sensor.name),
-                definitions=defs,
-                resources={k: platform.resources[k] for k in ("salesforce", "landing")},
-            )
-            data = sensor.evaluate_tick(ctx)
-            cursors[sensor.name] = data.cursor
-            pending = pending or '"pending":[{' in (data.cursor or "")
-            for request in data.run_requests:
-                result = platform.execute(request)
-                assert result.success, request.run_key
-                done.append(request)
-                requested += 1
-        quiet = quiet + 1 if not requested and not pending else 0
-        if quiet >= 2:
-            break
-        if pending:
-            time.sleep(2)
-    platform.cursors = cursors  # type: ignore[attr-defined]
-    return done
 
 
 def test_initial_backfill_of_all_eight_objects_equals_salesforce(platform: Platform) -> None:
@@ -111,7 +76,7 @@ def test_live_traffic_drained_by_the_sensors_keeps_current_equal_to_salesforce(
     import sfdc_emulator.store as store_module
     from sfdc_emulator.traffic import Mix
 
-    _drain(platform)  # bootstrap the cursors (EARLIEST)
+    drain_cdc(platform)  # bootstrap the cursors (EARLIEST)
     traffic = platform.server.traffic
     # Purges (hard deletes without an event) are found by the ID-set diff, not CDC.
     traffic.mix = Mix(
@@ -134,7 +99,7 @@ def test_live_traffic_drained_by_the_sensors_keeps_current_equal_to_salesforce(
     platform.store.faults.reset()
     platform.store.flush_delayed()
 
-    requests = _drain(platform)
+    requests = drain_cdc(platform)
     sources = {r.tags.get("sfdc/source") for r in requests}
     assert {"cdc", "rebackfill"} <= sources
     # The gap repair (and the re-read of every changed record) rides in the CDC runs.
@@ -220,7 +185,7 @@ def test_a_new_field_is_filled_for_existing_rows_and_a_later_cdc_change_still_wi
 
     changed = live[0]
     store.commit([Mutation("update", name, changed, {field: "Segment X"})])
-    _drain(platform)
+    drain_cdc(platform)
     assert platform.table("sfdc", name).filter(pl.col("id") == changed)[column].item() == (
         "Segment X"
     )
