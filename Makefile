@@ -23,13 +23,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
-lint: setup
+lint: setup typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/sqlfluff lint dbt
 
-# The type check (config in pyproject.toml). Not part of `lint` yet: it joins once the
-# packages still under refactor are clean.
+# The type check (config in pyproject.toml), part of `lint`: ~1 min cold, seconds once
+# .mypy_cache holds the unchanged modules.
 typecheck: setup
 	$(VENV)/bin/mypy sync_engine resources sfdc_assets sensors sfdc_emulator scripts bench
 

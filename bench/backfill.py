@@ -32,12 +32,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from bench.extraction import start_emulator
 from bench.report import RssSampler, machine, replace_section
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger("bench.backfill")
 
@@ -123,6 +126,12 @@ def _instance(run_dir: Path, postgres_url: str | None) -> Iterator[dg.DagsterIns
             os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
 
 
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    return int(row[0])
+
+
 def one_run(
     info: Path, workdir: Path, emulator_pid: int, postgres_url: str | None = None
 ) -> dict[str, Any]:
@@ -155,8 +164,8 @@ def one_run(
         steps = _step_times(instance, result.run_id)
         events = len(instance.all_logs(result.run_id))
     with duckdb.connect(str(run_dir / "warehouse.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT count(*) FROM sfdc.task").fetchone()[0]
-        history = con.execute("SELECT count(*) FROM sfdc_history.task").fetchone()[0]
+        rows = _count(con, "sfdc.task")
+        history = _count(con, "sfdc_history.task")
     run = {
         "storage": "sqlite" if postgres_url is None else "postgres",
         "rows": rows,

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -88,7 +88,9 @@ def bulk_raw(info: dict[str, Any], page: int, gzip: bool = True) -> dict[str, fl
     rows = size = 0
     locator = ""
     while locator != "null":
-        params = {"maxRecords": page, **({"locator": locator} if locator else {})}
+        params: dict[str, str | int] = {"maxRecords": page}
+        if locator:
+            params["locator"] = locator
         resp = s.get(f"{base}/{job['id']}/results", params=params)
         rows += int(resp.headers["Sforce-NumberOfRecords"])
         size += len(resp.content)
@@ -107,6 +109,7 @@ def bulk_raw(info: dict[str, Any], page: int, gzip: bool = True) -> dict[str, fl
 def bulk_simple_salesforce(info: dict[str, Any], page: int) -> dict[str, float]:
     """The same job through simple-salesforce's bulk2 generator (what a peer tool does)."""
     from simple_salesforce import Salesforce
+    from simple_salesforce.bulk2 import SFBulk2Handler
 
     sf = Salesforce(
         instance_url=info["instance_url"],
@@ -116,7 +119,11 @@ def bulk_simple_salesforce(info: dict[str, Any], page: int) -> dict[str, float]:
     )
     started = time.perf_counter()
     rows = 0
-    for csv_page in sf.bulk2.Task.query_all(SOQL, max_records=page, wait=0.1):
+    # Salesforce.__getattr__ types every attribute as a union of its handlers and SFType.
+    bulk2 = cast(SFBulk2Handler, sf.bulk2)
+    # query_all types `wait` as int, but only hands it to wait_for_job(wait: float).
+    pages = bulk2.Task.query_all(SOQL, max_records=page, wait=0.1)  # type: ignore[arg-type]
+    for csv_page in pages:
         rows += csv_page.count("\n") - 1  # generated Task text has no embedded newlines
     seconds = time.perf_counter() - started
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}

@@ -97,7 +97,8 @@ def _subscribe_all(stub: pb2_grpc.PubSubStub, events: int) -> dict[str, Any]:
                         json.loads(info.schema_json)
                     )
                 record = fastavro.schemaless_reader(io.BytesIO(ev.event.payload), schema, None)
-                if not record["ChangeEventHeader"]["recordIds"]:
+                # fastavro types any datum; a change event is a record (a dict).
+                if not isinstance(record, dict) or not record["ChangeEventHeader"]["recordIds"]:
                     raise AssertionError("decoded an event without record ids")
                 last_replay = ev.replay_id
             received += len(resp.events)

@@ -115,7 +115,7 @@ class DuckDBWarehouse(ConfigurableResource):
         rel = self.connection.execute(sql, params)
         try:
             row = rel.fetchone()
-        except duckdb.InvalidInputError:
+        except duckdb.InvalidInputException:
             return -1
         return int(row[0]) if row and isinstance(row[0], int) else -1
 

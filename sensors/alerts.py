@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -191,7 +192,8 @@ def check_failure_alert_sensor() -> dg.SensorDefinition:
         # The latest evaluation per check (one indexed lookup each): the event log's
         # run-sharded check events cannot be paged with a plain storage-id cursor on SQLite.
         pending: list[tuple[Alert, Callable[[], None]]] = []
-        for check_key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
+        check_keys = _repository(context).asset_graph.asset_check_keys
+        for check_key in sorted(check_keys, key=str):
             record = context.instance.get_latest_asset_check_evaluation_record(check_key)
             if record is None:
                 continue
@@ -203,7 +205,7 @@ def check_failure_alert_sensor() -> dg.SensorDefinition:
                 pending.append(
                     (
                         _check_failure_alert(record, slack),
-                        lambda name=name, rid=record.id: failing.__setitem__(name, rid),
+                        partial(failing.__setitem__, name, record.id),
                     )
                 )
         sent = _send_all(context, slack, pending)
@@ -265,7 +267,17 @@ def freshness_states(
     return out
 
 
-def _policies(repository_def: Any) -> dict[dg.AssetKey, Any]:
+def _repository(context: dg.SensorEvaluationContext) -> dg.RepositoryDefinition:
+    """The code location's definitions, which these sensors read their assets and checks from."""
+    # The daemon always passes them; a hand-built context (a test) may not.
+    if context.repository_def is None:
+        raise dg.DagsterInvariantViolationError(
+            "this sensor reads the asset graph: build its context with definitions"
+        )
+    return context.repository_def
+
+
+def _policies(repository_def: dg.RepositoryDefinition) -> dict[dg.AssetKey, Any]:
     policies: dict[dg.AssetKey, Any] = {}
     for key, assets_def in repository_def.assets_defs_by_key.items():
         spec = assets_def.specs_by_key.get(key)
@@ -303,14 +315,14 @@ def stale_asset_alert_sensor(clock: Callable[[], float] = time.time) -> dg.Senso
     ) -> dg.SkipReason:
         cursor = _load_cursor(context.cursor)
         stale: set[str] = set(cursor.get("stale", []))
-        policies = _policies(context.repository_def)
+        policies = _policies(_repository(context))
         pending: list[tuple[Alert, Callable[[], None]]] = []
         for key, fresh in freshness_states(context.instance, policies, clock()).items():
             name = key.to_user_string()
             if fresh.state == "PASS":
                 stale.discard(name)
             elif fresh.state == "FAIL" and name not in stale:
-                pending.append((_stale_alert(key, fresh, slack), lambda n=name: stale.add(n)))
+                pending.append((_stale_alert(key, fresh, slack), partial(stale.add, name)))
         sent = _send_all(context, slack, pending)
         context.update_cursor(json.dumps({"stale": sorted(stale)}))
         return dg.SkipReason(f"{sent} stale alert(s) sent; {len(stale)} asset(s) stale")
@@ -437,7 +449,7 @@ def api_budget_alert_sensor(
         alerted: set[str] = set(state.pop("alerted", []))
         now = clock()
         raw_keys = sorted(
-            (k for k in context.repository_def.assets_defs_by_key if k.path[:2] == RAW_PREFIX),
+            (k for k in _repository(context).assets_defs_by_key if k.path[:2] == RAW_PREFIX),
             key=str,
         )
         platform = fold_platform_usage(context.instance, raw_keys, state, now)
@@ -463,7 +475,7 @@ def api_budget_alert_sensor(
                     link=slack.runs_url(),
                     link_text="Open runs",
                 )
-                pending.append((alert, lambda t=tag: alerted.add(t)))
+                pending.append((alert, partial(alerted.add, tag)))
 
         for kind, name in LIMIT_NAMES.items():
             org_used, org_max = org.get(name, (None, DEFAULT_MAX[kind]))

@@ -111,7 +111,7 @@ def bootstrap_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
         last = partitions.get_last_partition_key()
         assert first and last
         now_s = time.time()
-        requests = []
+        requests: list[dg.RunRequest] = []
         # One bootstrap at a time: it leaves run slots, the API pool and the writer to the
         # CDC runs, whose latency is the product.
         busy = bool(_runs(context.instance, {SOURCE_TAG: BOOTSTRAP}, IN_FLIGHT))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ OVERFLOW = "overflow"
 
 
 def _specs(
-    client: Any, landing: LandingStore, names: list[str], refresh: set[str] = frozenset()
+    client: Any, landing: LandingStore, names: list[str], refresh: Collection[str] = frozenset()
 ) -> dict[str, tuple[Any, Any]]:
     """name -> (engine spec, describe) from the raw asset's describe cache (REST if absent)."""
     from resources.salesforce.rest import parse_describe

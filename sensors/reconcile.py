@@ -155,4 +155,6 @@ def reconcile_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
 def _has_formulas(describe: Mapping | None) -> bool:
     from sync_engine.spec import ObjectSpec
 
-    return bool(describe) and bool(ObjectSpec.from_describe(describe).calculated_fields)
+    if not describe:
+        return False
+    return bool(ObjectSpec.from_describe(describe).calculated_fields)

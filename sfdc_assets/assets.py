@@ -331,7 +331,9 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
                 metadata={"note": "nothing landed yet"},
             )
         warehouse.close()  # as in raw: release the writer lock before the events are written
-        lag_s = lag.metadata["cdc_lag_seconds"].value if outcome.last_commit is not None else None
+        # Present (a float) only when this run applied a CDC change (lag_result).
+        lag_value = lag.metadata.get("cdc_lag_seconds")
+        lag_s = lag_value.value if isinstance(lag_value, dg.FloatMetadataValue) else None
         yield dg.MaterializeResult(asset_key=current_key, metadata=outcome.current_metadata(lag_s))
         yield dg.MaterializeResult(asset_key=scd2_key, metadata=outcome.scd2_metadata(lag_s))
         yield unique

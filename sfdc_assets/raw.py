@@ -108,28 +108,34 @@ def plan_raw(
     `formula_fields` (the object's) are what a reconciliation run needs.
     """
     lag_s = default_lag_seconds if run.lag_seconds is None else run.lag_seconds
-    common = {
-        "object_name": name,
-        "window": window,
-        "lag": dt.timedelta(seconds=lag_s),
-        "fill_fields": tuple(fill_fields),
-    }
+    mode = BACKFILL
+    read: tuple[dt.datetime, dt.datetime] | None = window
+    refs: tuple[batches.PartRef, ...] = ()
+    rec: ReconcilePlan | None = None
     if run.reconcile:
         from sfdc_assets.objects import ReconcileSettings
         from sfdc_assets.reconcile import plan_reconcile
 
+        mode, read = RECONCILE, None
         rec = plan_reconcile(
             name, run.reconcile, reconcile or ReconcileSettings(), now, formula_fields
         )
-        return RawPlan(mode=RECONCILE, reconcile=rec, **common)
-    if run.landing_batches:
+    elif run.landing_batches:
+        mode, read = MICRO_BATCHES, None
         refs = tuple(parse_landing_batch(name, text) for text in run.landing_batches)
-        return RawPlan(mode=MICRO_BATCHES, batches=refs, **common)
-    if run.since:
+    elif run.since:
         start = dt.datetime.fromisoformat(run.since).astimezone(dt.UTC).replace(microsecond=0)
-        read = (start, now.astimezone(dt.UTC).replace(microsecond=0) + OPEN_END)
-        return RawPlan(mode=REBACKFILL, read=read, **common)
-    return RawPlan(mode=BACKFILL, read=window, **common)
+        mode, read = REBACKFILL, (start, now.astimezone(dt.UTC).replace(microsecond=0) + OPEN_END)
+    return RawPlan(
+        object_name=name,
+        mode=mode,
+        window=window,
+        lag=dt.timedelta(seconds=lag_s),
+        read=read,
+        batches=refs,
+        fill_fields=tuple(fill_fields),
+        reconcile=rec,
+    )
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,8 @@ def listing_parts(
 
 
 def _observed_ms(landing: LandingStore, manifests: Sequence[Manifest]) -> int | None:
+    import polars as pl
+
     from resources.salesforce.csv_types import OBSERVED_AT
 
     observed = []
@@ -217,7 +219,7 @@ def _observed_ms(landing: LandingStore, manifests: Sequence[Manifest]) -> int | 
         for index in range(len(manifest.parts)):
             frame = batches.read_part(landing, manifest, index)
             if frame.height and OBSERVED_AT in frame.columns:
-                observed.append(int(frame[OBSERVED_AT].min()))
+                observed.append(min(frame[OBSERVED_AT].cast(pl.Int64).to_list()))
     return min(observed) if observed else None
 
 
@@ -250,8 +252,9 @@ def reconcile(
     from sync_engine import drift
 
     nothing_to_list = plan.kind == "formulas" and not plan.formula_fields
+    listing: list[Manifest] = []
     if nothing_to_list:
-        listing, end = [], plan.end
+        end = plan.end
     else:
         listing, end = land_listing(plan, client, landing, describe, lag)
     report = ReconcileReport(

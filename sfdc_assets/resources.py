@@ -44,18 +44,19 @@ def _snowflake_warehouse() -> Any:
     # Production only: keeps the Snowflake stack out of local processes.
     from resources.snowflake_warehouse import SnowflakeWarehouse
 
-    optional = {
-        "password": "SNOWFLAKE_PASSWORD",
-        "private_key_path": "SNOWFLAKE_PRIVATE_KEY_PATH",
-        "private_key_passphrase": "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
-        "role": "SNOWFLAKE_ROLE",
-        "warehouse": "SNOWFLAKE_WAREHOUSE",
-    }
+    def optional(name: str) -> dg.EnvVar | None:
+        # An unset variable stays None (the field's default), not an EnvVar that fails.
+        return dg.EnvVar(name) if os.environ.get(name) else None
+
     return SnowflakeWarehouse(
         account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
         user=dg.EnvVar("SNOWFLAKE_USER"),
         database=dg.EnvVar("SNOWFLAKE_DATABASE"),
-        **{k: dg.EnvVar(v) for k, v in optional.items() if os.environ.get(v)},
+        password=optional("SNOWFLAKE_PASSWORD"),
+        private_key_path=optional("SNOWFLAKE_PRIVATE_KEY_PATH"),
+        private_key_passphrase=optional("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"),
+        role=optional("SNOWFLAKE_ROLE"),
+        warehouse=optional("SNOWFLAKE_WAREHOUSE"),
     )
 
 

@@ -400,10 +400,10 @@ class AdminApi:
             self.faults.bulk_failure(message, count)
             return {"target": "bulk", "count": count}
         if target == "pubsub":
-            status = str(args.get("status") or "UNAVAILABLE")
+            grpc_status = str(args.get("status") or "UNAVAILABLE")
             code = str(args.get("error_code") or "sfdc.platform.eventbus.grpc.service.unavailable")
-            self.faults.pubsub_error(status, code, count)
-            return {"target": "pubsub", "status": status, "error_code": code, "count": count}
+            self.faults.pubsub_error(grpc_status, code, count)
+            return {"target": "pubsub", "status": grpc_status, "error_code": code, "count": count}
         if target == "limit":
             return self._fail_limit(args)
         raise AdminError(f"unknown fail target {target!r}: rest, bulk, pubsub or limit")

@@ -165,12 +165,11 @@ _PARSED: dict[str, Any] = {}
 
 
 def _parsed(schema: Mapping[str, Any] | str) -> Any:
-    if isinstance(schema, str):
-        schema = json.loads(schema)
-    key = schema_id(schema)
+    spec: Mapping[str, Any] = json.loads(schema) if isinstance(schema, str) else schema
+    key = schema_id(spec)
     parsed = _PARSED.get(key)
     if parsed is None:
-        parsed = fastavro.parse_schema(dict(schema))
+        parsed = fastavro.parse_schema(dict(spec))
         _PARSED[key] = parsed
     return parsed
 
@@ -184,7 +183,10 @@ def encode(schema: Mapping[str, Any] | str, record: Mapping[str, Any]) -> bytes:
 
 def decode(schema: Mapping[str, Any] | str, payload: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode`."""
-    return fastavro.schemaless_reader(io.BytesIO(payload), _parsed(schema), None)
+    record = fastavro.schemaless_reader(io.BytesIO(payload), _parsed(schema), None)
+    if not isinstance(record, dict):  # fastavro types any datum; an event schema is a record
+        raise TypeError(f"payload decoded to {type(record).__name__}, not a record")
+    return record
 
 
 def _hex(n: int) -> str:
@@ -214,9 +216,8 @@ def _branches(type_: Any) -> list[Any]:
 
 def decode_bitmaps(schema: Mapping[str, Any] | str, bitmaps: Sequence[str]) -> list[str]:
     """Field names named by a bitmap list (reference §2.4): ``Name.LastName`` for children."""
-    if isinstance(schema, str):
-        schema = json.loads(schema)
-    fields = schema["fields"]
+    spec: Mapping[str, Any] = json.loads(schema) if isinstance(schema, str) else schema
+    fields = spec["fields"]
     # Avro defines a named record once; a second compound of the same type (Account's
     # ShippingAddress after BillingAddress) refers to it by name.
     records = {t["name"]: t for f in fields for t in _branches(f["type"]) if isinstance(t, dict)}

@@ -502,7 +502,7 @@ def _head() -> list[FieldDef]:
 
 
 def _tail() -> list[FieldDef]:
-    ro = {"createable": False, "updateable": False, "nillable": False}
+    ro: dict[str, Any] = {"createable": False, "updateable": False, "nillable": False}
     return [
         _f("CreatedDate", "datetime", "Created Date", **ro),
         _ref("CreatedById", "User", "CreatedBy", label="Created By ID", **ro),

@@ -100,6 +100,7 @@ class EventLog:
         """Open the log on the store's write cursor; ``meta`` is the ``_meta`` content."""
         self._w = cur
         last = one(cur, "SELECT max(replay_id), max(commit_ts) FROM _events")
+        assert last is not None  # an aggregate without GROUP BY returns one row
         # replay ids never repeat: the log's max, or the highest id retention ever expired
         floor = int(json.loads(meta.get("replay_floor", "0")))
         self.last_replay = max(last[0] or 0, floor)

@@ -343,7 +343,7 @@ class _Gen:
                 pa.array(rng.random(n) < 0.7), creator, self.ref(rng, users, n)
             ),
             "SystemModstamp": self.ts(stamp),
-            "_created_s": created,  # type: ignore[dict-item]
+            "_created_s": created,
         }
 
     def write(self, obj: str, ids: pa.Array, cols: dict[str, pa.Array]) -> None:
@@ -496,7 +496,7 @@ class _Gen:
         )
         self.write("Account", ids, cols)
         self.ids["Account"] = ids
-        self.extra["Account"] = {"domain": domain}  # type: ignore[dict-item]
+        self.extra["Account"] = {"domain": domain}
 
     def contacts(self, n: int) -> None:
         rng = self.rng("Contact")

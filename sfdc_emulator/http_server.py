@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -391,7 +391,9 @@ class HttpServer:
             body = await request.body()
             with self._track():
                 try:
-                    return await run_in_threadpool(route.handler, request, session, body)
+                    # Only auth=False routes get None, and their handlers take Session | None.
+                    handler_session = cast(Session, session)
+                    return await run_in_threadpool(route.handler, request, handler_session, body)
                 except ApiError as exc:
                     return JSONResponse(exc.body(), exc.status)
                 except Exception as exc:

@@ -40,7 +40,6 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -152,7 +151,7 @@ class IntegrationKeys:
 
     private_key_path: Path | None
     certificate_path: Path
-    public_key: PublicKeyTypes = field(repr=False)
+    public_key: rsa.RSAPublicKey = field(repr=False)
 
     @classmethod
     def ensure(
@@ -194,10 +193,14 @@ class IntegrationKeys:
     ) -> IntegrationKeys:
         """Trust an existing certificate (PEM X.509, or a bare PEM public key)."""
         data = Path(certificate_path).read_bytes()
-        if b"BEGIN CERTIFICATE" in data:
-            public_key = x509.load_pem_x509_certificate(data).public_key()
-        else:
-            public_key = serialization.load_pem_public_key(data)
+        public_key = (
+            x509.load_pem_x509_certificate(data).public_key()
+            if b"BEGIN CERTIFICATE" in data
+            else serialization.load_pem_public_key(data)
+        )
+        # Assertions are RS256 only (the token endpoint refuses other algorithms).
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise ValueError(f"{certificate_path}: not an RSA public key")
         return cls(private_key_path, Path(certificate_path), public_key)
 
 

@@ -528,7 +528,7 @@ class _Parser:
                 specs_found = [s for s in specs if s is not None]
                 if not specs_found:
                     raise self._bad_relationship(rel, pos)
-                joins = []
+                joins: list[Join] = []
                 for spec in specs_found:
                     join_alias = f"t{sum(len(v) for v in self.joins.values()) + len(joins) + 1}"
                     joins.append(Join(join_alias, spec, alias, ref_field.name))

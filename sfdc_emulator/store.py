@@ -183,7 +183,9 @@ class OrgStore:
         where = "" if include_deleted else " WHERE NOT IsDeleted"
         with self.read_cursor() as cur:
             sql = f"SELECT count(*) FROM {tables.quote(spec.name)}{where}"
-            return cur.execute(sql).fetchone()[0]
+            row = cur.execute(sql).fetchone()
+            assert row is not None  # an aggregate without GROUP BY returns one row
+            return row[0]
 
     def events_after(
         self, replay_id: int, entities: Collection[str] | None, limit: int

@@ -237,7 +237,7 @@ class TrafficGenerator:
         last = self.store.ids.last(spec.key_prefix)
         if last == 0:
             return []
-        found: list[str] = []
+        found = []
         seen: set[int] = set()
         for _ in range(4):
             want = min(last - len(seen), max(2 * (count - len(found)), 8))
@@ -431,7 +431,7 @@ class TrafficGenerator:
     def _automation_values(self, obj: str) -> dict[str, Any]:
         """What a flow/trigger would set after a user edit."""
         r = self.rng
-        return {
+        values: dict[str, dict[str, Any]] = {
             "Opportunity": {"Region__c": r.choice(["AMER", "EMEA", "APAC", "LATAM"])},
             "Account": {"Customer_Tier__c": r.choice(["Tier 1", "Tier 2", "Tier 3"])},
             "Contact": {"Contact_Score__c": float(r.randrange(100))},
@@ -440,7 +440,8 @@ class TrafficGenerator:
             "Task": {"Outcome__c": r.choice(["Connected", "No Answer"])},
             "Event": {"Meeting_Outcome__c": r.choice(["Held", "No Show"])},
             "User": {"Sales_Team__c": r.choice(["Enterprise", "SMB"])},
-        }.get(obj, {})
+        }
+        return values.get(obj, {})
 
     def _bulk_field(self, obj: str) -> str:
         spec = self.store.schema.get(obj)

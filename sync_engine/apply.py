@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from typing import TypeAlias
 
 import numpy as np
 import polars as pl
@@ -174,7 +175,7 @@ def _check_ids(spec: ObjectSpec, ids: pa.Array | pa.ChunkedArray) -> None:
         )
 
 
-Batch = pa.Table | pl.DataFrame
+Batch: TypeAlias = pa.Table | pl.DataFrame
 
 
 def _column(batch: Batch, name: str) -> pa.Array | pa.ChunkedArray:
@@ -265,7 +266,7 @@ def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, 
         if not mask.any():
             continue
         if isinstance(batch, pl.DataFrame):
-            chunk: Batch = batch.filter(pl.Series(mask))
+            chunk = batch.filter(pl.Series(mask))
         else:
             chunk = batch.filter(pa.array(mask))
         chunk_id, unique = _chunk_id(prepared, chunk)

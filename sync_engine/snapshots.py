@@ -68,11 +68,12 @@ def _json_string(values: pl.Series) -> pl.Series:
 def _canonical_decimal(values: pl.Series) -> pl.Series:
     """`format(d.normalize(), "f")` of each decimal: trailing fraction zeros dropped."""
     text = values.cast(pl.String)
-    return (
+    # pl.when over Series builds an expression; evaluate it to get the Series back.
+    return pl.select(
         pl.when(text.str.contains(".", literal=True))
         .then(text.str.replace(r"0+$", "").str.replace(r"\.$", ""))
         .otherwise(text)
-    )
+    ).to_series()
 
 
 def _iso(values: pl.Series) -> pl.Series:
@@ -99,7 +100,7 @@ def _json_values(values: pl.Series) -> pl.Series:
     elif dtype.is_integer():
         out = values.cast(pl.String)
     elif isinstance(dtype, pl.Decimal):
-        out = '"' + pl.select(_canonical_decimal(values)).to_series() + '"'
+        out = '"' + _canonical_decimal(values) + '"'
     elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
         out = '"' + _iso(values) + '"'
     elif dtype == pl.Null:

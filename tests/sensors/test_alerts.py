@@ -333,3 +333,13 @@ def test_alert_sensors_load_in_definitions_with_the_slack_resource_from_the_envi
     }
     slack = slack_alerter_from_env()
     assert slack.run_url("r1") == "https://dagster.internal/runs/r1"
+
+
+@pytest.mark.parametrize("name", [CHECK_FAILURE_SENSOR, STALE_ASSET_SENSOR, API_BUDGET_SENSOR])
+def test_sensors_reading_the_asset_graph_say_so_when_the_context_has_no_definitions(
+    harness: Harness, name: str
+) -> None:
+    sensor = harness.defs.resolve_sensor_def(name)
+    context = dg.build_sensor_context(instance=harness.instance, resources={"slack": harness.slack})
+    with pytest.raises(dg.DagsterInvariantViolationError, match="build its context with"):
+        sensor.evaluate_tick(context)

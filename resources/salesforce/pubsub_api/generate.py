@@ -19,7 +19,7 @@ PROTO = PACKAGE_DIR / "pubsub_api.proto"
 
 
 def generate() -> None:
-    """Compile ``pubsub_api.proto`` into ``pubsub_api_pb2.py`` and ``pubsub_api_pb2_grpc.py``."""
+    """Compile ``pubsub_api.proto`` into ``pubsub_api_pb2.py(i)`` and ``pubsub_api_pb2_grpc.py``."""
     from grpc_tools import protoc  # dev dependency: imported lazily so runtime needs no tools
 
     # The well-known-type protos ship inside grpc_tools; protoc needs them on the path.
@@ -30,6 +30,8 @@ def generate() -> None:
         f"-I{REPO_ROOT}",
         f"-I{well_known}",
         f"--python_out={REPO_ROOT}",
+        # Type stubs for the message module, so mypy sees the message classes' fields.
+        f"--pyi_out={REPO_ROOT}",
         f"--grpc_python_out={REPO_ROOT}",
         rel_proto,
     ]
