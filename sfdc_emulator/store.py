@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,13 @@ _API_ORIGIN = "com/salesforce/api/rest/59.0"
 @dataclass(frozen=True)
 class CommitResult:
     """Outcome of one transaction. ``replay_ids`` lists the events published at commit
-    time; events held back by a delivery-delay fault get their replay id when released."""
+    time; events held back by a delivery-delay fault get their replay id when released.
+    ``dropped_ids`` names the records whose events a drop fault lost (never published)."""
 
     ids: list[str]
     commit_ts: int
     replay_ids: list[int]
+    dropped_ids: list[str] = field(default_factory=list)
 
 
 class OrgStore:
@@ -292,11 +294,11 @@ class OrgStore:
                 txn.apply(m)
             header = CommitHeader(ts, txn.commit_number, txn.transaction_key, origin, user)
             events = build_events(txn.changes, self._schemas.layout, header, OVERFLOW_LIMIT)
-            replay_ids = self._write(txn, events)
+            replay_ids, dropped = self._write(txn, events)
         except Exception:
             self.ids.restore(counters)
             raise
-        return CommitResult(txn.result_ids, ts, replay_ids)
+        return CommitResult(txn.result_ids, ts, replay_ids, dropped)
 
     def _next_ts(self) -> int:
         # strictly increasing: two transactions never share a commitTimestamp, so the
@@ -305,11 +307,17 @@ class OrgStore:
         self._last_ts = ts
         return ts
 
-    def _write(self, txn: Transaction, events: list[PendingEvent]) -> list[int]:
-        """Rows, Id counters and the events published now, in one DuckDB transaction."""
+    def _write(self, txn: Transaction, events: list[PendingEvent]) -> tuple[list[int], list[str]]:
+        """Rows, Id counters and the events published now, in one DuckDB transaction;
+        returns the replay ids published and the record ids of the events a fault lost."""
         publish_now: list[PendingEvent] = []
         held: list[tuple[int, PendingEvent]] = []
+        dropped: list[str] = []
         for e in events:
+            if self.faults.take_event_drop():
+                # lost before it was persisted: no replay id, on no channel, ever
+                dropped.extend(e.record_ids)
+                continue
             delay = self.faults.take_event_delay()
             if delay is None:
                 publish_now.append(e)
@@ -329,7 +337,7 @@ class OrgStore:
             cur.execute("ROLLBACK")
             raise
         self._log.hold(held)
-        return replay_ids
+        return replay_ids, dropped
 
     def advance_clock(self, seconds: float) -> None:
         """Move emulator time forward (persisted); old events expire on the next read."""

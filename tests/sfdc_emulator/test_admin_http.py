@@ -114,3 +114,19 @@ def test_truth_command_writes_parquet(emulator: Emulator, tmp_path: Path) -> Non
         == pq.read_table(out).num_rows
         == emulator.store.truth("Opportunity").num_rows
     )
+
+
+def test_drop_events_loses_events_until_reset_faults(clean_faults: Emulator) -> None:
+    em = clean_faults
+    armed = em.admin("drop-events", fraction=1.0, count=3)
+    assert armed == {"fraction": 1.0, "count": 3}
+    assert em.admin("status")["faults"]["event_drop"] == {"fraction": 1.0, "remaining": 3}
+    lost = em.admin("update", object="Contact", count=2, fields={"Title": "Lost"})
+    assert lost["replay_ids"] == [] and set(lost["dropped_ids"]) == set(lost["ids"])
+    assert all(em.store.get("Contact", i)["Title"] == "Lost" for i in lost["ids"])
+    em.admin("drop-events", fraction=1.0)
+    em.admin("reset-faults")
+    kept = em.admin("update", object="Contact", count=1, fields={"Title": "Kept"})
+    assert kept["replay_ids"] and kept["dropped_ids"] == []
+    assert em.admin("status")["faults"]["events_dropped"] >= 1
+
