@@ -102,6 +102,8 @@ class OrgStore:
         self._schemas = EventSchemas(self.schema, self._w, self._lock, meta)
         self._log = EventLog(self._w, meta)
         self._last_ts = self._log.last_commit_ts
+        # object -> commit ms of its last physical deletion (getDeleted's earliestDateAvailable)
+        self._physical_deletes: dict[str, int] = json.loads(meta.get("physical_deletes", "{}"))
         for spec in self.schema.objects():
             tables.create_object_table(self._w, spec)
         if fresh:
@@ -329,15 +331,37 @@ class OrgStore:
             for obj, dirty in txn.dirty.items():
                 loaded = txn.loaded_ids.get(obj, set())
                 tables.write_rows(cur, self.schema.get(obj), dirty, loaded)
+            meta: dict[str, str] = {}
             if txn.created:
-                tables.put_meta(cur, {"id_counters": json.dumps(self.ids.counters())})
+                meta["id_counters"] = json.dumps(self.ids.counters())
+            purges = self._physical_deletes_of(txn)
+            if purges:
+                meta["physical_deletes"] = json.dumps({**self._physical_deletes, **purges})
+            if meta:
+                tables.put_meta(cur, meta)
             replay_ids = self._log.publish(publish_now, cur, own_txn=False)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             raise
+        self._physical_deletes.update(purges)
         self._log.hold(held)
         return replay_ids, dropped
+
+    @staticmethod
+    def _physical_deletes_of(txn: Transaction) -> dict[str, int]:
+        """Objects this commit purged rows of -> its commit ms."""
+        return {
+            obj: txn.ts
+            for obj, dirty in txn.dirty.items()
+            if any(row is None and rid in txn.loaded_ids.get(obj, ()) for rid, row in dirty.items())
+        }
+
+    def last_physical_delete(self, object: str) -> int | None:
+        """Commit ms of ``object``'s last physical deletion (purge: hard delete or Recycle
+        Bin emptied), None when none: the delete log is complete only after it."""
+        with self._lock:
+            return self._physical_deletes.get(self.schema.get(object).name)
 
     def advance_clock(self, seconds: float) -> None:
         """Move emulator time forward (persisted); old events expire on the next read."""
