@@ -10,7 +10,8 @@ parts live in their own modules:
 - :mod:`sfdc_emulator.transaction`: :class:`Mutation` s applied to one commit's working set;
 - :mod:`sfdc_emulator.change_events`: that working set's changes as CDC events;
 - :mod:`sfdc_emulator.event_schemas`: the Avro schema of each object's events, every id kept;
-- :mod:`sfdc_emulator.event_log`: ``_events``, replay ids, delayed delivery, retention.
+- :mod:`sfdc_emulator.event_log`: ``_events``, replay ids, delayed delivery, retention;
+- :mod:`sfdc_emulator.formulas`: cross-object formulas, re-evaluated silently on write.
 
 The org's limits (:data:`RETENTION_MS`, :data:`OVERFLOW_LIMIT`) are read here at each call
 and handed to those modules, so tests can shrink them on this module.
@@ -34,9 +35,16 @@ from sfdc_emulator import tables
 from sfdc_emulator.cdc import EventLayout
 from sfdc_emulator.change_events import MAX_MERGED_IDS, CommitHeader, PendingEvent, build_events
 from sfdc_emulator.clock import Clock
+from sfdc_emulator.describe import SObjectDef
 from sfdc_emulator.event_log import EventLog, StoredEvent
 from sfdc_emulator.event_schemas import EventSchemas
 from sfdc_emulator.faults import Faults
+from sfdc_emulator.formulas import (
+    CrossObjectFormula,
+    children_to_refresh,
+    cross_object_formulas,
+    parents_to_refresh,
+)
 from sfdc_emulator.schema import OrgSchema, SchemaChange
 from sfdc_emulator.tables import arrow_schema, arrow_type, duckdb_type
 from sfdc_emulator.transaction import Mutation, Transaction
@@ -104,6 +112,7 @@ class OrgStore:
         self._last_ts = self._log.last_commit_ts
         # object -> commit ms of its last physical deletion (getDeleted's earliestDateAvailable)
         self._physical_deletes: dict[str, int] = json.loads(meta.get("physical_deletes", "{}"))
+        self._formulas: tuple[list[SObjectDef], list[CrossObjectFormula]] = ([], [])
         for spec in self.schema.objects():
             tables.create_object_table(self._w, spec)
         if fresh:
@@ -246,6 +255,9 @@ class OrgStore:
             self._w.execute("BEGIN TRANSACTION")
             try:
                 tables.insert_arrow(self._w, spec.name, table)
+                for fx in self._cross_object():
+                    if spec.name in (fx.object, fx.parent):
+                        tables.refresh_formula(self._w, fx)
                 self._w.execute("COMMIT")
             except Exception:
                 self._w.execute("ROLLBACK")
@@ -331,6 +343,7 @@ class OrgStore:
             for obj, dirty in txn.dirty.items():
                 loaded = txn.loaded_ids.get(obj, set())
                 tables.write_rows(cur, self.schema.get(obj), dirty, loaded)
+            self._refresh_formulas(cur, txn)
             meta: dict[str, str] = {}
             if txn.created:
                 meta["id_counters"] = json.dumps(self.ids.counters())
@@ -347,6 +360,27 @@ class OrgStore:
         self._physical_deletes.update(purges)
         self._log.hold(held)
         return replay_ids, dropped
+
+    def _cross_object(self) -> list[CrossObjectFormula]:
+        """The catalog's cross-object formulas (recomputed when the catalog changes)."""
+        specs = self.schema.objects()
+        cached_specs, cached = self._formulas
+        if len(specs) != len(cached_specs) or any(
+            a is not b for a, b in zip(specs, cached_specs, strict=True)
+        ):
+            cached = cross_object_formulas(specs)
+            self._formulas = (specs, cached)
+        return cached
+
+    def _refresh_formulas(self, cur: duckdb.DuckDBPyConnection, txn: Transaction) -> None:
+        """Re-evaluate cross-object formulas after the rows are written: for the children
+        this commit created or re-pointed, and the children of parents whose source field
+        it changed or whose row it purged. Only the formula column moves (no stamp, no
+        event)."""
+        for fx in self._cross_object():
+            tables.refresh_formula(cur, fx, "Id", children_to_refresh(fx, txn.changes))
+            parents = parents_to_refresh(fx, txn.changes, txn.dirty, txn.loaded_ids)
+            tables.refresh_formula(cur, fx, fx.lookup, parents)
 
     @staticmethod
     def _physical_deletes_of(txn: Transaction) -> dict[str, int]:
