@@ -9,6 +9,8 @@ Commands (``args`` keys in parentheses):
 
 - ``update`` / ``delete`` / ``undelete`` / ``purge`` (object, count[, fields]): random
   records; ``fields`` = explicit values for update; commits in transactions of 200.
+- ``touch`` (object, count): an automated recalculation (workflow, roll-up) of random live
+  records that changes no field: SystemModstamp moves, LastModifiedDate stays, no event.
 - ``commit`` (mutations: [{op, object, id?, values?}]): one transaction, exactly as given.
 - ``add-field`` (object, field, type[, label, length, values]), ``remove-field`` (object,
   field), ``set-picklist`` (object, field, values).
@@ -92,6 +94,7 @@ class AdminApi:
             "delete": self.delete,
             "undelete": self.undelete,
             "purge": self.purge,
+            "touch": self.touch,
             "commit": self.commit,
             "add-field": self.add_field,
             "remove-field": self.remove_field,
@@ -290,6 +293,23 @@ class AdminApi:
             obj, self._count(args), deleted=None if only_deleted is None else bool(only_deleted)
         )
         return self._commit_chunks([Mutation("purge", obj, rid) for rid in ids])
+
+    def touch(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Automation that recalculates and changes no field (a roll-up or workflow
+        re-evaluation): SystemModstamp moves, LastModifiedDate does not, and no change
+        event is published, since no field an event reports changed."""
+        obj = self._object(args)
+        ids = self._sample_ids(obj, self._count(args), deleted=False)
+        result: dict[str, Any] = {"ids": [], "count": 0, "replay_ids": []}
+        for start in range(0, len(ids), TRANSACTION_SIZE):
+            chunk = ids[start : start + TRANSACTION_SIZE]
+            done = self.store.commit(
+                [Mutation("update", obj, rid) for rid in chunk], automation=True
+            )
+            result["ids"] += done.ids
+            result["replay_ids"] += done.replay_ids
+        result["count"] = len(result["ids"])
+        return result
 
     def commit(self, args: dict[str, Any]) -> dict[str, Any]:
         raw = args.get("mutations")

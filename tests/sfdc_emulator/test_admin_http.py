@@ -130,3 +130,30 @@ def test_drop_events_loses_events_until_reset_faults(clean_faults: Emulator) -> 
     assert kept["replay_ids"] and kept["dropped_ids"] == []
     assert em.admin("status")["faults"]["events_dropped"] >= 1
 
+
+def test_touch_moves_system_modstamp_only_and_publishes_nothing(emulator: Emulator) -> None:
+    em = emulator
+    before = {r["Id"]: r for r in em.store.truth("Task").to_pylist()}
+    em.store.advance_clock(2)
+    touched = em.admin("touch", object="Task", count=3)
+    assert touched["count"] == 3 and touched["replay_ids"] == []
+    for rid in touched["ids"]:
+        after = em.store.get("Task", rid)
+        assert after is not None
+        assert after["SystemModstamp"] > before[rid]["SystemModstamp"]
+        assert {k: v for k, v in after.items() if k != "SystemModstamp"} == {
+            k: v for k, v in before[rid].items() if k != "SystemModstamp"
+        }
+
+
+def test_cli_words_for_the_new_commands() -> None:
+    from sfdc_emulator.cli import admin_arguments
+
+    assert admin_arguments("drop-events", ["--fraction", "0.1", "--count", "5"]) == {
+        "fraction": 0.1,
+        "count": 5,
+    }
+    assert admin_arguments("touch", ["Opportunity", "--count", "3"]) == {
+        "object": "Opportunity",
+        "count": 3,
+    }
