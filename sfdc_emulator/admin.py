@@ -9,6 +9,8 @@ Commands (``args`` keys in parentheses):
 
 - ``update`` / ``delete`` / ``undelete`` / ``purge`` (object, count[, fields]): random
   records; ``fields`` = explicit values for update; commits in transactions of 200.
+- ``touch`` (object, count): an automated recalculation (workflow, roll-up) of random live
+  records that changes no field: SystemModstamp moves, LastModifiedDate stays, no event.
 - ``commit`` (mutations: [{op, object, id?, values?}]): one transaction, exactly as given.
 - ``add-field`` (object, field, type[, label, length, values]), ``remove-field`` (object,
   field), ``set-picklist`` (object, field, values).
@@ -18,7 +20,8 @@ Commands (``args`` keys in parentheses):
   bulk (count[, message]); pubsub (count[, status, error_code]); limit (kind: daily |
   concurrent[, max, count, clear]).
 - ``slow`` (target, seconds, count), ``expire-sessions``, ``delay-events`` (fraction,
-  seconds), ``duplicate-on-resubscribe`` (n), ``advance-clock`` (duration: "73h", "30m",
+  seconds), ``drop-events`` (fraction[, count]): events lost for good, the commits stand;
+  ``duplicate-on-resubscribe`` (n), ``advance-clock`` (duration: "73h", "30m",
   "2d", "90s" or seconds), ``traffic`` (rate, mix, paused), ``reset-faults``, ``status``,
   ``issue-token``, ``truth`` (object, out: Parquet path on the emulator's host).
 """
@@ -91,6 +94,7 @@ class AdminApi:
             "delete": self.delete,
             "undelete": self.undelete,
             "purge": self.purge,
+            "touch": self.touch,
             "commit": self.commit,
             "add-field": self.add_field,
             "remove-field": self.remove_field,
@@ -101,6 +105,7 @@ class AdminApi:
             "slow": self.slow,
             "expire-sessions": self.expire_sessions,
             "delay-events": self.delay_events,
+            "drop-events": self.drop_events,
             "duplicate-on-resubscribe": self.duplicate_on_resubscribe,
             "advance-clock": self.advance_clock,
             "traffic": self.traffic,
@@ -178,11 +183,13 @@ class AdminApi:
     def _commit_chunks(self, mutations: list[Mutation]) -> dict[str, Any]:
         ids: list[str] = []
         replay_ids: list[int] = []
+        dropped: list[str] = []
         for start in range(0, len(mutations), TRANSACTION_SIZE):
             result = self.store.commit(mutations[start : start + TRANSACTION_SIZE])
             ids.extend(result.ids)
             replay_ids.extend(result.replay_ids)
-        return {"ids": ids, "count": len(ids), "replay_ids": replay_ids}
+            dropped.extend(result.dropped_ids)
+        return {"ids": ids, "count": len(ids), "replay_ids": replay_ids, "dropped_ids": dropped}
 
     def _candidate_fields(self, obj: str) -> list[FieldDef]:
         spec = self.store.schema.get(obj)
@@ -240,7 +247,12 @@ class AdminApi:
         if fn is None:
             return None
         result = fn(obj, *args)
-        return {"ids": result.ids, "count": len(result.ids), "replay_ids": result.replay_ids}
+        return {
+            "ids": result.ids,
+            "count": len(result.ids),
+            "replay_ids": result.replay_ids,
+            "dropped_ids": result.dropped_ids,
+        }
 
     def update(self, args: dict[str, Any]) -> dict[str, Any]:
         obj = self._object(args)
@@ -282,6 +294,23 @@ class AdminApi:
         )
         return self._commit_chunks([Mutation("purge", obj, rid) for rid in ids])
 
+    def touch(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Automation that recalculates and changes no field (a roll-up or workflow
+        re-evaluation): SystemModstamp moves, LastModifiedDate does not, and no change
+        event is published, since no field an event reports changed."""
+        obj = self._object(args)
+        ids = self._sample_ids(obj, self._count(args), deleted=False)
+        result: dict[str, Any] = {"ids": [], "count": 0, "replay_ids": []}
+        for start in range(0, len(ids), TRANSACTION_SIZE):
+            chunk = ids[start : start + TRANSACTION_SIZE]
+            done = self.store.commit(
+                [Mutation("update", obj, rid) for rid in chunk], automation=True
+            )
+            result["ids"] += done.ids
+            result["replay_ids"] += done.replay_ids
+        result["count"] = len(result["ids"])
+        return result
+
     def commit(self, args: dict[str, Any]) -> dict[str, Any]:
         raw = args.get("mutations")
         if not isinstance(raw, list) or not raw:
@@ -290,7 +319,12 @@ class AdminApi:
             Mutation(m["op"], m["object"], m.get("id"), m.get("values") or {}) for m in raw
         ]
         result = self.store.commit(mutations, automation=bool(args.get("automation", False)))
-        return {"ids": result.ids, "commit_ts": result.commit_ts, "replay_ids": result.replay_ids}
+        return {
+            "ids": result.ids,
+            "commit_ts": result.commit_ts,
+            "replay_ids": result.replay_ids,
+            "dropped_ids": result.dropped_ids,
+        }
 
     def overflow(self, args: dict[str, Any]) -> dict[str, Any]:
         """One transaction with ``changes`` field changes (updates count one per field)."""
@@ -450,6 +484,14 @@ class AdminApi:
         seconds = parse_duration(args.get("seconds", 30))
         self.faults.delay_events(fraction, seconds)
         return {"fraction": fraction, "seconds": seconds}
+
+    def drop_events(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Lose ``fraction`` of the new CDC events (at most ``count``), as Salesforce does
+        "in rare cases": never delivered, never replayable, the commits stand."""
+        fraction = float(args.get("fraction", 0.1))
+        count = None if args.get("count") is None else self._count(args)
+        self.faults.drop_events(fraction, count)
+        return {"fraction": fraction, "count": count}
 
     def duplicate_on_resubscribe(self, args: dict[str, Any]) -> dict[str, Any]:
         n = int(args.get("n", args.get("count", 1)))

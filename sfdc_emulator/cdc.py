@@ -277,6 +277,8 @@ class EventLayout:
         self.component: dict[str, tuple[int, int, str]] = {}
         self.compounds: dict[int, list[tuple[str, FieldDef | None]]] = {}
         self.top_fields: list[tuple[str, FieldDef]] = []
+        # in the schema, always null, never in a bitmap: events don't carry formulas (§2.3)
+        self.formulas = frozenset(f.name for f in spec.fields if f.is_formula)
         for f in spec.fields:
             if f.name not in self.top_pos:
                 continue
@@ -305,7 +307,7 @@ class EventLayout:
         stored fields (UPDATE), everything else is null."""
         out: dict[str, Any] = {}
         for name, f in self.top_fields:
-            if only is not None and name not in only:
+            if name in self.formulas or (only is not None and name not in only):
                 out[name] = None
             else:
                 out[name] = to_avro(f.type, values.get(name))
@@ -328,6 +330,8 @@ class EventLayout:
         top: list[int] = []
         children: dict[int, list[int]] = {}
         for name in fields:
+            if name in self.formulas:
+                continue
             if name in self.component:
                 parent, child, _ = self.component[name]
                 children.setdefault(parent, []).append(child)
@@ -344,6 +348,8 @@ class EventLayout:
         """How many event fields a change touches (overflow accounting): compounds count once."""
         seen: set[str] = set()
         for name in fields:
+            if name in self.formulas:
+                continue
             if name in self.component:
                 seen.add(self.top_names[self.component[name][0]])
             elif name in self.top_pos and self.top_pos[name] not in self.compounds:

@@ -32,6 +32,7 @@ _POSITIONAL: dict[str, tuple[str, ...]] = {
     "delete": ("object",),
     "undelete": ("object",),
     "purge": ("object",),
+    "touch": ("object",),
     "overflow": ("object",),
     "gap": ("object",),
     "add-field": ("object", "field", "type"),

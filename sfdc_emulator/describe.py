@@ -115,6 +115,13 @@ class FieldDef:
         """False only for compound address parents: their values live in the components."""
         return self.type != "address"
 
+    @property
+    def is_formula(self) -> bool:
+        """A formula field (describe: ``calculated`` with a ``calculatedFormula``): change
+        events never carry it (null in the body, never in a bitmap). The person ``Name``
+        is calculated too but has no formula: it travels as its compound components."""
+        return self.calculated and self.formula is not None
+
     def describe_json(self) -> dict[str, Any]:
         """The per-field entry of the describe body."""
         t = self.type
@@ -785,6 +792,19 @@ def _opportunity() -> SObjectDef:
         _pick("Competitor__c", COMPETITORS, label="Competitor"),
         _f("Contract_Term_Months__c", "double", "Contract Term (Months)", precision=3, scale=0),
         _pick("Region__c", ("AMER", "EMEA", "APAC", "LATAM"), label="Region"),
+        # A cross-object formula: the parent Account's Rating, evaluated by the org. When
+        # the Account changes, this value changes with no event and no stamp on the
+        # Opportunity (sfdc_emulator.formulas).
+        _f(
+            "Account_Rating__c",
+            "string",
+            "Account Rating",
+            length=1300,
+            createable=False,
+            updateable=False,
+            calculated=True,
+            formula="TEXT(Account.Rating)",
+        ),
     ]
     return SObjectDef(
         "Opportunity", "Opportunity", "Opportunities", KEY_PREFIXES["Opportunity"], tuple(fields)

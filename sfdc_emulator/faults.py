@@ -23,13 +23,25 @@ class EventDelay:
     seconds: float
 
 
+@dataclass(frozen=True)
+class EventDrop:
+    """Lost events: ``fraction`` of new events are never persisted; ``remaining`` caps how
+    many more are dropped (None: no cap) before the fault disarms itself."""
+
+    fraction: float
+    remaining: int | None
+
+
 class Faults:
     """Armed faults for REST, Bulk, Pub/Sub and CDC delivery."""
 
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
+        self._seed = seed
         self._rng = random.Random(seed)
+        self._drop_rng = random.Random(f"drop-events:{seed}")
         self._session_epoch = 0
+        self._events_dropped = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -40,6 +52,7 @@ class Faults:
         self._daily_limit: int | None = None
         self._concurrent_limit: int | None = None
         self._event_delay: EventDelay | None = None
+        self._event_drop: EventDrop | None = None
         self._duplicates = 0
 
     def rest_error(self, status: int, error_code: str, count: int = 1) -> None:
@@ -91,13 +104,28 @@ class Faults:
         with self._lock:
             self._event_delay = EventDelay(fraction, seconds) if fraction > 0 else None
 
+    def drop_events(self, fraction: float, count: int | None = None) -> None:
+        """``fraction`` of new CDC events are lost: never delivered, never replayable, while
+        their commits stand (at most ``count`` of them; 0 disarms). The choice is
+        deterministic: each arming restarts a generator seeded from the org seed, so the
+        same commits after the same arming lose the same events."""
+        if not 0 <= fraction <= 1:
+            raise ValueError("fraction must be between 0 and 1")
+        if count is not None and count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            armed = fraction > 0 and count != 0
+            self._event_drop = EventDrop(fraction, count) if armed else None
+            self._drop_rng = random.Random(f"drop-events:{self._seed}")
+
     def duplicate_on_resubscribe(self, n: int) -> None:
         """The next resubscribe re-delivers ``n`` events before its replay position."""
         with self._lock:
             self._duplicates = int(n)
 
     def reset(self) -> None:
-        """Disarm everything (session epoch keeps counting: expired tokens stay expired)."""
+        """Disarm everything (session epoch keeps counting: expired tokens stay expired;
+        ``events_dropped`` keeps counting what was lost)."""
         with self._lock:
             self._clear()
 
@@ -143,6 +171,24 @@ class Faults:
                 return None
             return delay.seconds
 
+    def take_event_drop(self) -> bool:
+        """True when one new event is to be lost (one draw per event while armed)."""
+        with self._lock:
+            drop = self._event_drop
+            if drop is None or self._drop_rng.random() >= drop.fraction:
+                return False
+            self._events_dropped += 1
+            if drop.remaining is not None:
+                left = drop.remaining - 1
+                self._event_drop = EventDrop(drop.fraction, left) if left > 0 else None
+            return True
+
+    @property
+    def events_dropped(self) -> int:
+        """How many events the drop fault has lost since the server started."""
+        with self._lock:
+            return self._events_dropped
+
     def take_duplicates(self) -> int:
         with self._lock:
             n, self._duplicates = self._duplicates, 0
@@ -162,5 +208,12 @@ class Faults:
                 "event_delay": None
                 if self._event_delay is None
                 else {"fraction": self._event_delay.fraction, "seconds": self._event_delay.seconds},
+                "event_drop": None
+                if self._event_drop is None
+                else {
+                    "fraction": self._event_drop.fraction,
+                    "remaining": self._event_drop.remaining,
+                },
+                "events_dropped": self._events_dropped,
                 "duplicate_on_resubscribe": self._duplicates,
             }

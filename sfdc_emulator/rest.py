@@ -615,6 +615,8 @@ class RestApi:
                 "INVALID_REPLICATION_DATE",
                 "startDate cannot be more than 30 days ago",
             )
+        if deleted:
+            earliest = self._delete_log_start(spec.name, start, earliest)
         # Covered up to the minute before now; the next call should start there.
         latest = _floor_minute(min(end, now))
         lower = max(start, earliest) if deleted else start
@@ -656,6 +658,30 @@ class RestApi:
         return self._json(
             {"ids": [r[0] for r in rows], "latestDateCovered": format_datetime(latest)}
         )
+
+    def _delete_log_start(self, obj: str, start: datetime, earliest: datetime) -> datetime:
+        """earliestDateAvailable of getDeleted: 15 days back, or later when ``obj`` rows
+        were physically deleted since (hard delete, Recycle Bin emptied); a window that
+        starts before such a deletion is refused with INVALID_REPLICATION_DATE, as the
+        SOAP getDeleted() guide says, because the deletes before it are no longer listed
+        and only a full comparison of Ids finds them."""
+        purged_ms = self.ctx.store.last_physical_delete(obj)
+        if purged_ms is None:
+            return earliest
+        # the whole second of the deletion is unreliable: complete from the next one
+        purged = datetime.fromtimestamp(purged_ms // 1000 + 1, UTC).replace(tzinfo=None)
+        if purged <= earliest:
+            return earliest
+        if start < purged:
+            raise ApiError(
+                400,
+                "INVALID_REPLICATION_DATE",
+                f"{obj} records were physically deleted (hard delete or Recycle Bin emptied): "
+                f"the delete log is complete only from earliestDateAvailable "
+                f"{format_datetime(purged)}; startDate {format_datetime(start)} precedes it. "
+                f"Resynchronize {obj} with a full comparison of Ids.",
+            )
+        return purged
 
     def create(self, request: Request, session: Session, body: bytes) -> Response:
         check_version(request)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sfdc_emulator.describe import SYSTEM_FIELDS, FieldDef, SObjectDef, default_catalog
+from sfdc_emulator.formulas import referencing
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 _SUPPORTED_TYPES = frozenset(
@@ -131,6 +132,13 @@ class OrgSchema:
                 raise ValueError(f"cannot remove compound field {current.name}.{field.name}")
             if field.calculated or not (field.createable or field.updateable):
                 raise ValueError(f"cannot remove derived field {current.name}.{field.name}")
+            # as in Salesforce: a field a formula reads cannot be deleted
+            readers = referencing(self._objects.values(), current.name, field.name)
+            if readers:
+                raise ValueError(
+                    f"cannot remove {current.name}.{field.name}: the formula of "
+                    f"{', '.join(readers)} reads it"
+                )
             kept = tuple(f for f in current.fields if f.name != field.name)
             new = dataclasses.replace(current, fields=kept)
             self._apply("remove_field", new, field)

@@ -10,7 +10,8 @@ parts live in their own modules:
 - :mod:`sfdc_emulator.transaction`: :class:`Mutation` s applied to one commit's working set;
 - :mod:`sfdc_emulator.change_events`: that working set's changes as CDC events;
 - :mod:`sfdc_emulator.event_schemas`: the Avro schema of each object's events, every id kept;
-- :mod:`sfdc_emulator.event_log`: ``_events``, replay ids, delayed delivery, retention.
+- :mod:`sfdc_emulator.event_log`: ``_events``, replay ids, delayed delivery, retention;
+- :mod:`sfdc_emulator.formulas`: cross-object formulas, re-evaluated silently on write.
 
 The org's limits (:data:`RETENTION_MS`, :data:`OVERFLOW_LIMIT`) are read here at each call
 and handed to those modules, so tests can shrink them on this module.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,16 @@ from sfdc_emulator import tables
 from sfdc_emulator.cdc import EventLayout
 from sfdc_emulator.change_events import MAX_MERGED_IDS, CommitHeader, PendingEvent, build_events
 from sfdc_emulator.clock import Clock
+from sfdc_emulator.describe import SObjectDef
 from sfdc_emulator.event_log import EventLog, StoredEvent
 from sfdc_emulator.event_schemas import EventSchemas
 from sfdc_emulator.faults import Faults
+from sfdc_emulator.formulas import (
+    CrossObjectFormula,
+    children_to_refresh,
+    cross_object_formulas,
+    parents_to_refresh,
+)
 from sfdc_emulator.schema import OrgSchema, SchemaChange
 from sfdc_emulator.tables import arrow_schema, arrow_type, duckdb_type
 from sfdc_emulator.transaction import Mutation, Transaction
@@ -69,11 +77,13 @@ _API_ORIGIN = "com/salesforce/api/rest/59.0"
 @dataclass(frozen=True)
 class CommitResult:
     """Outcome of one transaction. ``replay_ids`` lists the events published at commit
-    time; events held back by a delivery-delay fault get their replay id when released."""
+    time; events held back by a delivery-delay fault get their replay id when released.
+    ``dropped_ids`` names the records whose events a drop fault lost (never published)."""
 
     ids: list[str]
     commit_ts: int
     replay_ids: list[int]
+    dropped_ids: list[str] = field(default_factory=list)
 
 
 class OrgStore:
@@ -100,6 +110,9 @@ class OrgStore:
         self._schemas = EventSchemas(self.schema, self._w, self._lock, meta)
         self._log = EventLog(self._w, meta)
         self._last_ts = self._log.last_commit_ts
+        # object -> commit ms of its last physical deletion (getDeleted's earliestDateAvailable)
+        self._physical_deletes: dict[str, int] = json.loads(meta.get("physical_deletes", "{}"))
+        self._formulas: tuple[list[SObjectDef], list[CrossObjectFormula]] = ([], [])
         for spec in self.schema.objects():
             tables.create_object_table(self._w, spec)
         if fresh:
@@ -244,6 +257,9 @@ class OrgStore:
             self._w.execute("BEGIN TRANSACTION")
             try:
                 tables.insert_arrow(self._w, spec.name, table)
+                for fx in self._cross_object():
+                    if spec.name in (fx.object, fx.parent):
+                        tables.refresh_formula(self._w, fx)
                 self._w.execute("COMMIT")
             except Exception:
                 self._w.execute("ROLLBACK")
@@ -294,11 +310,11 @@ class OrgStore:
                 txn.apply(m)
             header = CommitHeader(ts, txn.commit_number, txn.transaction_key, origin, user)
             events = build_events(txn.changes, self._schemas.layout, header, OVERFLOW_LIMIT)
-            replay_ids = self._write(txn, events)
+            replay_ids, dropped = self._write(txn, events)
         except Exception:
             self.ids.restore(counters)
             raise
-        return CommitResult(txn.result_ids, ts, replay_ids)
+        return CommitResult(txn.result_ids, ts, replay_ids, dropped)
 
     def _next_ts(self) -> int:
         # strictly increasing: two transactions never share a commitTimestamp, so the
@@ -307,11 +323,17 @@ class OrgStore:
         self._last_ts = ts
         return ts
 
-    def _write(self, txn: Transaction, events: list[PendingEvent]) -> list[int]:
-        """Rows, Id counters and the events published now, in one DuckDB transaction."""
+    def _write(self, txn: Transaction, events: list[PendingEvent]) -> tuple[list[int], list[str]]:
+        """Rows, Id counters and the events published now, in one DuckDB transaction;
+        returns the replay ids published and the record ids of the events a fault lost."""
         publish_now: list[PendingEvent] = []
         held: list[tuple[int, PendingEvent]] = []
+        dropped: list[str] = []
         for e in events:
+            if self.faults.take_event_drop():
+                # lost before it was persisted: no replay id, on no channel, ever
+                dropped.extend(e.record_ids)
+                continue
             delay = self.faults.take_event_delay()
             if delay is None:
                 publish_now.append(e)
@@ -323,15 +345,59 @@ class OrgStore:
             for obj, dirty in txn.dirty.items():
                 loaded = txn.loaded_ids.get(obj, set())
                 tables.write_rows(cur, self.schema.get(obj), dirty, loaded)
+            self._refresh_formulas(cur, txn)
+            meta: dict[str, str] = {}
             if txn.created:
-                tables.put_meta(cur, {"id_counters": json.dumps(self.ids.counters())})
+                meta["id_counters"] = json.dumps(self.ids.counters())
+            purges = self._physical_deletes_of(txn)
+            if purges:
+                meta["physical_deletes"] = json.dumps({**self._physical_deletes, **purges})
+            if meta:
+                tables.put_meta(cur, meta)
             replay_ids = self._log.publish(publish_now, cur, own_txn=False)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             raise
+        self._physical_deletes.update(purges)
         self._log.hold(held)
-        return replay_ids
+        return replay_ids, dropped
+
+    def _cross_object(self) -> list[CrossObjectFormula]:
+        """The catalog's cross-object formulas (recomputed when the catalog changes)."""
+        specs = self.schema.objects()
+        cached_specs, cached = self._formulas
+        if len(specs) != len(cached_specs) or any(
+            a is not b for a, b in zip(specs, cached_specs, strict=True)
+        ):
+            cached = cross_object_formulas(specs)
+            self._formulas = (specs, cached)
+        return cached
+
+    def _refresh_formulas(self, cur: duckdb.DuckDBPyConnection, txn: Transaction) -> None:
+        """Re-evaluate cross-object formulas after the rows are written: for the children
+        this commit created or re-pointed, and the children of parents whose source field
+        it changed or whose row it purged. Only the formula column moves (no stamp, no
+        event)."""
+        for fx in self._cross_object():
+            tables.refresh_formula(cur, fx, "Id", children_to_refresh(fx, txn.changes))
+            parents = parents_to_refresh(fx, txn.changes, txn.dirty, txn.loaded_ids)
+            tables.refresh_formula(cur, fx, fx.lookup, parents)
+
+    @staticmethod
+    def _physical_deletes_of(txn: Transaction) -> dict[str, int]:
+        """Objects this commit purged rows of -> its commit ms."""
+        return {
+            obj: txn.ts
+            for obj, dirty in txn.dirty.items()
+            if any(row is None and rid in txn.loaded_ids.get(obj, ()) for rid, row in dirty.items())
+        }
+
+    def last_physical_delete(self, object: str) -> int | None:
+        """Commit ms of ``object``'s last physical deletion (purge: hard delete or Recycle
+        Bin emptied), None when none: the delete log is complete only after it."""
+        with self._lock:
+            return self._physical_deletes.get(self.schema.get(object).name)
 
     def advance_clock(self, seconds: float) -> None:
         """Move emulator time forward (persisted); old events expire on the next read."""

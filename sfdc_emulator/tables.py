@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from sfdc_emulator.describe import FieldDef, SObjectDef
+from sfdc_emulator.formulas import CrossObjectFormula
 from sfdc_emulator.schema import SchemaChange
 
 # Up to this many ids a lookup or delete binds parameters; above it, an Arrow-registered
@@ -238,3 +239,33 @@ def _insert_each(
         cur.execute(
             f"INSERT INTO {quote(spec.name)} ({cols}) VALUES ({marks})", [r[n] for n in names]
         )
+
+
+def refresh_formula(
+    cur: duckdb.DuckDBPyConnection,
+    fx: CrossObjectFormula,
+    key: str | None = None,
+    ids: Sequence[str] = (),
+) -> None:
+    """Re-evaluate the cross-object formula ``fx`` for the child rows whose ``key`` column
+    is in ``ids`` (``key`` None: every row); a missing parent reads as null. Rows already
+    right are not rewritten, and nothing else of the row (no stamp) changes."""
+    child, parent = quote(fx.object), quote(fx.parent)
+    sql_type = _DUCKDB_TYPES.get(fx.field_type, "VARCHAR")
+    value = f"CAST(p.{quote(fx.parent_field)} AS {sql_type})"
+    where = ""
+    if key is not None:
+        if not ids:
+            return
+        cur.register("__formula_ids", pa.table({"Id": pa.array(list(ids), pa.string())}))
+        where = f" WHERE c.{quote(key)} IN (SELECT Id FROM __formula_ids)"
+    try:
+        cur.execute(
+            f"UPDATE {child} SET {quote(fx.field)} = v.value FROM ("
+            f'SELECT c."Id" AS id, {value} AS value FROM {child} c '
+            f'LEFT JOIN {parent} p ON p."Id" = c.{quote(fx.lookup)}{where}) v '
+            f'WHERE {child}."Id" = v.id AND {child}.{quote(fx.field)} IS DISTINCT FROM v.value'
+        )
+    finally:
+        if key is not None:
+            cur.unregister("__formula_ids")

@@ -1,9 +1,12 @@
 """Live change traffic: a background thread committing realistic user and automation changes.
 
 Besides the steady mix (creates, partial user updates, deletes, undeletes, occasional
-purges) a share of user updates is followed a few seconds later by an "automation" update
-of the same record (a flow or trigger: different commitUser, LastModifiedDate untouched,
-SystemModstamp moves) — the case that separates SystemModstamp from LastModifiedDate.
+purges) a share of user updates is followed 1-4 seconds later by an automated change of the
+same record, LastModifiedDate untouched and SystemModstamp moved to that later second —
+the case that separates SystemModstamp from LastModifiedDate. Most are a flow or trigger
+setting a field (an UPDATE event, changeOrigin "", the Automated Process user); the rest
+are recalculations (workflow re-evaluation, roll-up summary) that change no field an event
+reports, so the new SystemModstamp is published by no event at all: only a read finds it.
 The admin endpoint uses the one-shot methods (update/delete/undelete/purge/overflow/gap).
 """
 
@@ -50,9 +53,12 @@ DEFAULT_OBJECTS = {
     "Lead": 0.08,
     "OpportunityLineItem": 0.1,
 }
-# Share of user updates followed by an automation update, and its delay (wall seconds).
+# Share of user updates followed by an automation update, and its delay (wall seconds):
+# at least 1 s, so the automation's SystemModstamp is a later second than the user's.
 AUTOMATION_SHARE = 0.3
 AUTOMATION_DELAY = (1.0, 4.0)
+# Share of those automation updates that are recalculations touching no field (no event).
+RECALCULATION_SHARE = 0.3
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Mix:
     objects: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_OBJECTS))
     automation_share: float = AUTOMATION_SHARE
     automation_delay: tuple[float, float] = AUTOMATION_DELAY
+    recalculation_share: float = RECALCULATION_SHARE
 
 
 class TrafficGenerator:
@@ -83,7 +90,8 @@ class TrafficGenerator:
         self.rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._automation: list[tuple[float, int, str, str]] = []  # (due, seq, object, id)
+        # (due, seq, object, id, recalculation)
+        self._automation: list[tuple[float, int, str, str, bool]] = []
         self._automation_seq = 0
         self._recently_deleted: dict[str, deque[str]] = {}
         self._lock = threading.RLock()  # the rng and queues: the admin may call concurrently
@@ -162,10 +170,11 @@ class TrafficGenerator:
             if self.rng.random() >= self.mix.automation_share:
                 return
             delay = self.rng.uniform(*self.mix.automation_delay)
+            recalculation = self.rng.random() < self.mix.recalculation_share
             self._automation_seq += 1
             heapq.heappush(
                 self._automation,
-                (time.monotonic() + delay, self._automation_seq, obj, record_id),
+                (time.monotonic() + delay, self._automation_seq, obj, record_id, recalculation),
             )
 
     def _run_due_automation(self) -> None:
@@ -173,11 +182,11 @@ class TrafficGenerator:
             with self._lock:
                 if not self._automation or self._automation[0][0] > time.monotonic():
                     return
-                _, _, obj, record_id = heapq.heappop(self._automation)
-                values = self._automation_values(obj)
+                _, _, obj, record_id, recalculation = heapq.heappop(self._automation)
+                values = {} if recalculation else self._automation_values(obj)
             try:
                 self.store.commit([Mutation("update", obj, record_id, values)], automation=True)
-                self._count(f"automation:{obj}")
+                self._count(f"{'recalculation' if recalculation else 'automation'}:{obj}")
             except StoreError:
                 self._count("skipped:automation")
 

@@ -52,7 +52,7 @@ class Change:
     object: str
     change_type: str
     record_id: str
-    fields: list[str]  # UPDATE: changed stored fields
+    fields: list[str]  # UPDATE: changed stored fields an event reports (never a formula)
     nulled: list[str]
     row: dict[str, Any] | None  # values for the body
 
@@ -160,10 +160,11 @@ class Transaction:
         new = self._stamped(row, **checked)
         derive(spec, new, row, checked.keys(), self.stamp)
         self._check_required(spec, new)
+        # formula fields change with their inputs but are never reported (reference §2.3)
         changed = [
             f.name
             for f in spec.stored_fields()
-            if f.name not in _NON_EVENT_FIELDS and new[f.name] != row[f.name]
+            if f.name not in _NON_EVENT_FIELDS and not f.is_formula and new[f.name] != row[f.name]
         ]
         self._mark(spec.name, rid, new)
         if changed:

@@ -114,3 +114,46 @@ def test_truth_command_writes_parquet(emulator: Emulator, tmp_path: Path) -> Non
         == pq.read_table(out).num_rows
         == emulator.store.truth("Opportunity").num_rows
     )
+
+
+def test_drop_events_loses_events_until_reset_faults(clean_faults: Emulator) -> None:
+    em = clean_faults
+    armed = em.admin("drop-events", fraction=1.0, count=3)
+    assert armed == {"fraction": 1.0, "count": 3}
+    assert em.admin("status")["faults"]["event_drop"] == {"fraction": 1.0, "remaining": 3}
+    lost = em.admin("update", object="Contact", count=2, fields={"Title": "Lost"})
+    assert lost["replay_ids"] == [] and set(lost["dropped_ids"]) == set(lost["ids"])
+    assert all(em.store.get("Contact", i)["Title"] == "Lost" for i in lost["ids"])
+    em.admin("drop-events", fraction=1.0)
+    em.admin("reset-faults")
+    kept = em.admin("update", object="Contact", count=1, fields={"Title": "Kept"})
+    assert kept["replay_ids"] and kept["dropped_ids"] == []
+    assert em.admin("status")["faults"]["events_dropped"] >= 1
+
+
+def test_touch_moves_system_modstamp_only_and_publishes_nothing(emulator: Emulator) -> None:
+    em = emulator
+    before = {r["Id"]: r for r in em.store.truth("Task").to_pylist()}
+    em.store.advance_clock(2)
+    touched = em.admin("touch", object="Task", count=3)
+    assert touched["count"] == 3 and touched["replay_ids"] == []
+    for rid in touched["ids"]:
+        after = em.store.get("Task", rid)
+        assert after is not None
+        assert after["SystemModstamp"] > before[rid]["SystemModstamp"]
+        assert {k: v for k, v in after.items() if k != "SystemModstamp"} == {
+            k: v for k, v in before[rid].items() if k != "SystemModstamp"
+        }
+
+
+def test_cli_words_for_the_new_commands() -> None:
+    from sfdc_emulator.cli import admin_arguments
+
+    assert admin_arguments("drop-events", ["--fraction", "0.1", "--count", "5"]) == {
+        "fraction": 0.1,
+        "count": 5,
+    }
+    assert admin_arguments("touch", ["Opportunity", "--count", "3"]) == {
+        "object": "Opportunity",
+        "count": 3,
+    }

@@ -114,8 +114,13 @@ def test_update_bitmaps_name_exactly_the_changed_and_nulled_fields(
     result = store.commit([Mutation("update", "Opportunity", opp, values)])
     after = store.get("Opportunity", opp)
     assert before is not None and after is not None
+    # formula fields (ExpectedRevenue) change with their inputs, yet no event names them:
+    # the body below must hold them null (issue 10, reference §2.3)
+    formulas = {f.name for f in store.schema.get("Opportunity").fields if f.is_formula}
     changed = {
-        k for k in after if k not in ("Id", "IsDeleted", "SystemModstamp") and after[k] != before[k]
+        k
+        for k in after
+        if k not in ("Id", "IsDeleted", "SystemModstamp", *formulas) and after[k] != before[k]
     }
     if not changed:
         assert result.replay_ids == []

@@ -645,6 +645,33 @@ def test_duplicate_on_resubscribe_fault(org: OrgStore, stub: pb2_grpc.PubSubStub
         client.close()
 
 
+def test_a_dropped_event_is_delivered_on_no_channel_and_never_replayed(
+    org: OrgStore, stub: pb2_grpc.PubSubStub, schemas: SchemaCache
+) -> None:
+    """Salesforce loses change events "in rare cases": never delivered, not replayable."""
+    (kept,) = _accounts(org, 1, prefix="Kept")
+    org.faults.drop_events(1.0, count=1)
+    lost = org.commit([Mutation("update", "Account", kept, {"Phone": "555-0100"})])
+    after = org.commit([Mutation("update", "Account", kept, {"Fax": "555-0199"})])
+    assert lost.replay_ids == [] and lost.dropped_ids == [kept]
+    assert org.get("Account", kept)["Phone"] == "555-0100"  # type: ignore[index]  # committed
+    # the log holds the create and the later update, nothing in between
+    assert [e.replay_id for e in _all_stored(org)] == [1, after.replay_ids[0]]
+    for topic in ("/data/ChangeEvents", "/data/AccountChangeEvent", "/data/RevenueChannel__chn"):
+        for preset, replay in ((pb2.EARLIEST, b""), (pb2.CUSTOM, replay_bytes(1))):
+            client = SubscribeClient(stub, topic, preset, replay_id=replay)
+            try:
+                wanted = 2 if preset == pb2.EARLIEST else 1
+                events, _ = client.collect_events(wanted)
+                bodies = [schemas.decode(e) for e in events]
+                assert all(b["Phone"] is None for b in bodies), topic
+                assert bodies[-1]["Fax"] == "555-0199"
+                keepalive = client.next_response(timeout=KEEPALIVE_S * 5)
+                assert not keepalive.events, topic
+            finally:
+                client.close()
+
+
 def test_slow_delivery_fault(org: OrgStore, stub: pb2_grpc.PubSubStub) -> None:
     _accounts(org, 5)
     org.faults.slow("pubsub", 0.5, count=1)

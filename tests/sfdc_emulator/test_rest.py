@@ -188,6 +188,45 @@ def test_deleted_and_updated_with_tz_aware_datetimes(emulator: Emulator) -> None
     assert set(sf.Contact.updated(start, end)["ids"]) >= set(updated)
 
 
+def test_get_deleted_lists_the_recycle_bin_and_refuses_windows_a_purge_cut_short(
+    emulator: Emulator,
+) -> None:
+    """Reference §4.3 and the SOAP getDeleted() guide: deleted records come from the delete
+    log with deletedDate = SystemModstamp; once records are physically deleted (hard
+    delete, Recycle Bin emptied) earliestDateAvailable moves up to that deletion, and a
+    window starting before it is refused with INVALID_REPLICATION_DATE: only a full
+    comparison of Ids finds the deletes it no longer lists."""
+    from sfdc_emulator.store import Mutation
+
+    sf, store = emulator.sf(), emulator.store
+    start = store.clock.now() - timedelta(minutes=5)
+    binned = emulator.admin("delete", object="Event", count=3)["ids"]
+    store.advance_clock(120)
+    listed = sf.Event.deleted(start, store.clock.now())
+    assert {d["id"] for d in listed["deletedRecords"]} >= set(binned)
+    stamp = store.get("Event", binned[0])["SystemModstamp"]  # type: ignore[index]
+    (entry,) = [d for d in listed["deletedRecords"] if d["id"] == binned[0]]
+    assert entry["deletedDate"] == stamp.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+    # empty the Recycle Bin of one, hard-delete a live one: both vanish without a trace
+    live = next(iter(live_ids(emulator, "Event")))
+    purged = store.commit([Mutation("purge", "Event", binned[0]), Mutation("purge", "Event", live)])
+    store.advance_clock(120)
+    with pytest.raises(SalesforceMalformedRequest) as info:
+        sf.Event.deleted(start, store.clock.now())
+    assert info.value.content[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+    assert "earliestDateAvailable" in info.value.content[0]["message"]
+
+    after = datetime.fromtimestamp(purged.commit_ts // 1000 + 1, UTC)
+    later = emulator.admin("delete", object="Event", count=1)["ids"]
+    store.advance_clock(120)
+    window = sf.Event.deleted(after, store.clock.now())
+    assert window["earliestDateAvailable"] == after.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    assert {d["id"] for d in window["deletedRecords"]} == set(later)
+    # other objects keep their full 15 days
+    assert sf.Contact.deleted(start, store.clock.now())["deletedRecords"] is not None
+
+
 def test_replication_date_errors(emulator: Emulator) -> None:
     sf = emulator.sf()
     now = datetime.now(UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, timedelta
 
 from sfdc_emulator import cdc
 from sfdc_emulator.store import OrgStore
@@ -27,7 +28,8 @@ def test_steps_commit_a_mix_of_changes_that_all_decode(store: OrgStore) -> None:
 def test_automation_follow_up_changes_system_modstamp_only(store: OrgStore) -> None:
     traffic = TrafficGenerator(
         store, rate=0, seed=7, mix=Mix(ops={"update": 1.0}, objects={"Opportunity": 1.0},
-                                       automation_share=1.0, automation_delay=(0.0, 0.0))
+                                       automation_share=1.0, automation_delay=(0.0, 0.0),
+                                       recalculation_share=0.0)
     )  # fmt: skip
     result = traffic.step()
     assert result is not None
@@ -41,6 +43,33 @@ def test_automation_follow_up_changes_system_modstamp_only(store: OrgStore) -> N
     last = _headers(store)[-1]
     assert last["commitUser"] == store.automation_user_id
     assert last["recordIds"] == [record]
+
+
+def test_a_recalculation_follow_up_moves_system_modstamp_a_later_second_with_no_event(
+    store: OrgStore,
+) -> None:
+    """A workflow or roll-up recalculation after a user edit: nothing an event reports
+    changes, yet SystemModstamp moves past the user's event (reference §5)."""
+    traffic = TrafficGenerator(
+        store, rate=0, seed=7, mix=Mix(ops={"update": 1.0}, objects={"Opportunity": 1.0},
+                                       automation_share=1.0, automation_delay=(1.0, 1.0),
+                                       recalculation_share=1.0)
+    )  # fmt: skip
+    result = traffic.step()
+    assert result is not None and len(result.replay_ids) == 1
+    (record,) = result.ids
+    before = store.get("Opportunity", record)
+    time.sleep(1.05)  # the follow-up is due 1 s (wall time) after the user's update
+    traffic._run_due_automation()
+    after = store.get("Opportunity", record)
+    assert before is not None and after is not None
+    assert store.latest_replay_id() == result.replay_ids[0]  # no further event
+    assert after["SystemModstamp"] >= before["SystemModstamp"] + timedelta(seconds=1)
+    assert after["SystemModstamp"].replace(tzinfo=UTC).timestamp() > result.commit_ts / 1000
+    assert {k: v for k, v in after.items() if k != "SystemModstamp"} == {
+        k: v for k, v in before.items() if k != "SystemModstamp"
+    }
+    assert traffic.stats["recalculation:Opportunity"] == 1
 
 
 def test_thread_runs_at_roughly_the_rate_and_stops(store: OrgStore) -> None:
