@@ -7,7 +7,8 @@ diff over the whole history) every `full_hours`, and a `formulas` refresh every
 of today's partition with raw config `reconcile: <kind>` and the check
 `reconciled_with_salesforce` (sfdc_assets/reconcile.py). One reconciliation of an object
 at a time; a kind's clock starts when the object is first seen bootstrapped, so a fresh
-platform does not list every object right after its bootstrap read it whole.
+platform does not list every object right after its bootstrap read it whole. A `full`
+run is owed at once when a reconciliation found getDeleted's log cut short by a purge.
 
 `reconcile_tick` is the rule as a plain function; the sensor only asks the instance and
 the landing store what the rule needs.
@@ -35,6 +36,7 @@ from sfdc_assets.keys import (
 )
 from sfdc_assets.objects import ReconcileSettings, SyncConfig, load_config
 from sfdc_assets.partitions import daily_partitions
+from sfdc_assets.reconcile import full_due
 from sfdc_assets.resources import LandingResource
 
 RECONCILE = "reconcile"
@@ -50,6 +52,8 @@ class Scheduled:
     name: str
     settings: ReconcileSettings
     has_formulas: bool
+    # A reconciliation found getDeleted's log incomplete: the full comparison is owed now.
+    full_owed: bool = False
 
     def intervals_ms(self) -> dict[str, int]:
         """Kind -> interval (ms) of the kinds turned on."""
@@ -95,6 +99,8 @@ def reconcile_tick(
         for kind in intervals:
             kinds.setdefault(kind, now_ms)  # the clock starts at the first sight
         due = [k for k in PRIORITY if k in intervals and now_ms - kinds[k] >= intervals[k]]
+        if obj.full_owed and "full" not in due:
+            due.insert(0, "full")
         if not due or busy(obj.name):
             continue
         kind = due[0]
@@ -130,7 +136,12 @@ def reconcile_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition:
         last = partitions.get_last_partition_key()
         assert first and last
         scheduled = [
-            Scheduled(name, settings, _has_formulas(describe_cache(store, name)))
+            Scheduled(
+                name,
+                settings,
+                _has_formulas(describe_cache(store, name)),
+                full_owed=full_due(store, name),
+            )
             for name, settings in configs
         ]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,10 @@ GETDELETED_SLACK = dt.timedelta(minutes=1)
 # clamps it to the org's clock minus the read lag.
 OPEN_END = dt.timedelta(days=2)
 LISTING_META = "listing"
+INVALID_REPLICATION_DATE = "INVALID_REPLICATION_DATE"
+# Set when getDeleted's log no longer covers the window (records were physically deleted):
+# only a whole-history Id comparison finds those deletes; the sensor requests one.
+FULL_DUE = "reconcile/{name}/full-due"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class ReconcileReport:
     purged: int = 0
     refreshed: int = 0
     deferred: int = 0
+    deleted_log_complete: bool = True
     formula_fields: list[str] = field(default_factory=list)
 
     @property
@@ -152,6 +158,7 @@ class ReconcileReport:
             "purged": self.purged,
             "refreshed": self.refreshed,
             "deferred": self.deferred,
+            "deleted_log_complete": self.deleted_log_complete,
         }
 
 
@@ -223,19 +230,60 @@ def _observed_ms(landing: LandingStore, manifests: Sequence[Manifest]) -> int | 
     return min(observed) if observed else None
 
 
-def _getdeleted(client: Any, plan: ReconcilePlan) -> dict[str, dt.datetime]:
-    """getDeleted over the plan's window: id -> deletion time (naive UTC)."""
+def _getdeleted(client: Any, plan: ReconcilePlan) -> tuple[dict[str, dt.datetime], bool]:
+    """getDeleted over the plan's window: (id -> deletion time, naive UTC; whether the
+    delete log covered the whole window).
+
+    Once records were physically deleted (Recycle Bin emptied, hard delete), Salesforce
+    keeps the delete log only from then on and refuses an earlier start with
+    INVALID_REPLICATION_DATE (SOAP getDeleted(), reference §4.3): the window is then read
+    from the date the error names, when it names one, and reported incomplete, so a whole
+    history Id comparison is owed (`FULL_DUE`).
+    """
     from resources.salesforce.bulk import parse_sf_datetime
+    from resources.salesforce.errors import ApiCallError
 
     if plan.deleted_window is None:
-        return {}
+        return {}, True
     start, end = plan.deleted_window
-    body = client.rest.deleted(plan.object_name, start, end)
+    complete = True
+    try:
+        body = client.rest.deleted(plan.object_name, start, end)
+    except ApiCallError as exc:
+        if exc.error_code != INVALID_REPLICATION_DATE:
+            raise
+        complete = False
+        earliest = _named_date(str(exc))
+        if earliest is None or not start < earliest < end:
+            return {}, complete
+        body = client.rest.deleted(plan.object_name, earliest, end)
     out = {}
     for rec in body.get("deletedRecords", []):
         when = parse_sf_datetime(rec["deletedDate"])
         out[rec["id"]] = when.astimezone(dt.UTC).replace(tzinfo=None)
-    return out
+    return out, complete
+
+
+def _named_date(message: str) -> dt.datetime | None:
+    """The latest ISO datetime an error message names (earliestDateAvailable is later
+    than the refused startDate), aware UTC; None when it names none."""
+    from resources.salesforce.bulk import parse_sf_datetime
+
+    found = re.findall(
+        r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?", message
+    )
+    dates = []
+    for text in found:
+        try:
+            dates.append(parse_sf_datetime(text).astimezone(dt.UTC))
+        except ValueError:
+            continue
+    return max(dates, default=None)
+
+
+def full_due(landing: LandingStore, name: str) -> bool:
+    """Whether a reconciliation found the delete log incomplete: a `full` run is owed now."""
+    return landing.read_checkpoint(FULL_DUE.format(name=name)) is not None
 
 
 def reconcile(
@@ -276,6 +324,8 @@ def reconcile(
                 plan, client, landing, warehouse, spec, describe, report, run_id
             )
     landing.write_checkpoint(report_name(plan.object_name, run_id), report.to_json())
+    if plan.kind == "full":  # the whole history was compared: nothing is owed any more
+        landing.clear_checkpoint(FULL_DUE.format(name=plan.object_name))
     if plan.kind != "formulas":  # a formula listing goes stale with the next record change
         landing.write_checkpoint(report_name(plan.object_name, LATEST), {"run_id": run_id})
     return manifests, report
@@ -300,7 +350,11 @@ def _land_rereads(
     )
     found = drift.find_drift(warehouse, spec, window, report.compared)
     report.stale, report.missing = len(found.stale), len(found.missing)
-    deleted = _getdeleted(client, plan)
+    deleted, report.deleted_log_complete = _getdeleted(client, plan)
+    if not report.deleted_log_complete and plan.kind == "recent":
+        landing.write_checkpoint(
+            FULL_DUE.format(name=plan.object_name), {"since": report.window_end}
+        )
     known = set(found.stale) | set(found.missing)
     reported = [i for i in drift.live_ids(warehouse, spec, sorted(deleted)) if i not in known]
     report.deleted_reported = len(reported)

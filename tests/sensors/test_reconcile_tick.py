@@ -103,3 +103,14 @@ def test_the_shipped_config_reconciles_every_object() -> None:
     for obj in sync.objects:
         settings = sync.reconcile_for(obj)
         assert settings.recent_minutes > 0 and settings.full_hours > 0, obj.name
+
+
+def test_a_full_comparison_owed_after_a_purge_is_requested_at_once() -> None:
+    # getDeleted's log cut short by a purge (INVALID_REPLICATION_DATE): only the whole
+    # history's Id listing finds those deletes, so it goes ahead of the cadence.
+    opp = Scheduled("Opportunity", SETTINGS, has_formulas=False)
+    _, cursor = tick([opp], {}, T0)
+    owed = Scheduled("Opportunity", SETTINGS, has_formulas=False, full_owed=True)
+    requests, cursor = tick([owed], cursor, T0 + MIN)
+    assert kinds(requests) == [("Opportunity", "full")]
+    assert cursor["Opportunity"]["recent"] == T0 + MIN

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from resources.landing import BatchRef
+from sensors.reconcile import reconcile_request
 from sfdc_assets.keys import RAW_VALID, asset_key
 from tests.sfdc_assets.harness import (
     NOT_IN_CDC,
@@ -111,6 +112,10 @@ def test_live_traffic_drained_by_the_sensors_keeps_current_equal_to_salesforce(
     ]
     assert any(b.startswith("cdc/Account/") and "/rest-" in b for b in landed)
     assert len({r.run_key for r in requests}) == len(requests)
+    # A parent's change alters a cross-object formula of its children with no event on
+    # them (Opportunity.Account_Rating__c): the hourly formula refresh brings it.
+    refresh = reconcile_request("Opportunity", "formulas", _today(), int(time.time() * 1000))
+    assert platform.execute(refresh).success
     for name in OBJECTS:
         assert differences(platform, name) == [], name
 

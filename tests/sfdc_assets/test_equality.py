@@ -57,6 +57,50 @@ def purge_live(platform: Platform, name: str, count: int) -> list[str]:
     return ids
 
 
+def lose_events(platform: Platform, name: str, count: int) -> list[str]:
+    """Update `count` records whose change events are lost for good (never delivered)."""
+    from sfdc_emulator.store import Mutation
+
+    ids = _live_ids(platform, name, count, offset=count)
+    platform.store.faults.drop_events(1.0, count=len(ids))
+    try:
+        for rid in ids:
+            platform.store.commit([Mutation("update", name, rid, {"Title": f"lost {rid[-4:]}"})])
+    finally:
+        platform.store.faults.reset()
+    return ids
+
+
+def rerate_parent_of_an_opportunity(platform: Platform) -> list[str]:
+    """Change the Rating of an Account with Opportunities: their `Account_Rating__c`
+    formula changes with no event and no SystemModstamp change on them."""
+    from sfdc_emulator.store import Mutation
+
+    opps = pl.from_arrow(platform.store.truth("Opportunity"))
+    assert isinstance(opps, pl.DataFrame)
+    live = opps.filter(~pl.col("IsDeleted") & pl.col("AccountId").is_not_null())
+    account = live["AccountId"].sort()[0]
+    children = live.filter(pl.col("AccountId") == account)
+    rating = "Cold" if children["Account_Rating__c"][0] == "Hot" else "Hot"
+    platform.store.commit([Mutation("update", "Account", account, {"Rating": rating})])
+    return children["Id"].to_list()
+
+
+def touch(platform: Platform, name: str, count: int) -> list[str]:
+    """Automation that saves and changes no field: SystemModstamp moves, no event."""
+    from sfdc_emulator.store import Mutation
+
+    ids = _live_ids(platform, name, count, offset=2 * count)
+    platform.store.commit([Mutation("update", name, rid) for rid in ids], automation=True)
+    return ids
+
+
+def _live_ids(platform: Platform, name: str, count: int, offset: int = 0) -> list[str]:
+    truth = pl.from_arrow(platform.store.truth(name))
+    assert isinstance(truth, pl.DataFrame)
+    return truth.filter(~pl.col("IsDeleted"))["Id"].sort().slice(offset, count).to_list()
+
+
 def _meta(evaluation: dg.AssetCheckEvaluation, key: str) -> object:
     return evaluation.metadata[key].value
 
@@ -85,24 +129,43 @@ def test_after_purges_and_automation_the_reconciliation_makes_every_table_equal_
     for _ in range(40):
         traffic.step()
     purged = {name: purge_live(platform, name, 2) for name in ("Opportunity", "Contact", "Task")}
+    lost = lose_events(platform, "Lead", 3)
+    rerated = rerate_parent_of_an_opportunity(platform)
+    touched = touch(platform, "OpportunityLineItem", 3)
     time.sleep(3)  # the automation follow-ups land after the events' re-reads
     traffic.stop()
     drain_cdc(platform)
 
     stale = [name for name in OBJECTS if differences(platform, name, purged_as_deleted=True)]
-    assert "Opportunity" in stale  # CDC alone cannot see a purge
+    # CDC alone cannot see a purge, a lost event, a parent's formula or a stamp-only save.
+    assert {"Opportunity", "Contact", "Task", "Lead", "OpportunityLineItem"} <= set(stale)
+    assert any(
+        f"Opportunity.Account_Rating__c of {rid}"
+        in differences(platform, "Opportunity", purged_as_deleted=True)
+        for rid in rerated
+    )
+    assert lost and touched
 
     for name in OBJECTS:
-        first = reconcile(platform, name, "full")
-        assert _meta(first, "still_differing") == 0, name
+        # What the sensor requests: the whole history's Id listing, then the formula one.
+        found = [reconcile(platform, name, kind) for kind in ("full", "formulas")]
+        assert [_meta(e, "still_differing") for e in found] == [0, 0], name
+        repaired = sum(int(_meta(e, "repaired")) for e in found)
         if name in stale:
             # Drift found and repaired: a warning (Slack says so once), nothing left.
-            assert not first.passed and first.severity == dg.AssetCheckSeverity.WARN, name
-            assert _meta(first, "repaired") > 0, name
-        for kind in ("recent", "formulas"):
+            assert any(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in found)
+            assert repaired > 0, name
+        else:
+            assert all(e.passed for e in found) and repaired == 0, name
+        # After a purge Salesforce refuses getDeleted windows that start before it
+        # (INVALID_REPLICATION_DATE): the run reads what the log still holds, says so.
+        assert _meta(found[0], "deleted_log_complete") is (name not in purged), name
+        for kind in ("recent", "full", "formulas"):
             again = reconcile(platform, name, kind)
             assert again.passed, (name, kind, again.description)
         assert differences(platform, name, purged_as_deleted=True) == [], name
+    formulas = reconcile(platform, "Opportunity", "formulas")
+    assert _meta(formulas, "formula_differing") == 0
 
     for name, ids in purged.items():
         history = platform.table("sfdc_history", name).filter(pl.col("id").is_in(ids))
