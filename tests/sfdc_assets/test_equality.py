@@ -14,6 +14,7 @@ Real parts: the emulator on loopback, a DuckDB file, the real assets, a Dagster 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator
 
@@ -101,6 +102,26 @@ def _live_ids(platform: Platform, name: str, count: int, offset: int = 0) -> lis
     return truth.filter(~pl.col("IsDeleted"))["Id"].sort().slice(offset, count).to_list()
 
 
+def slack_posts_for_failing_checks(platform: Platform) -> list[str]:
+    """One tick of `slack_on_check_failure` against a capturing webhook: the texts posted
+    for the checks failing now (a repair is a WARN failure: its incident opens)."""
+    from resources.slack import SlackAlerter
+    from sensors.alerts import check_failure_alert_sensor
+    from tests.sensors.slack_capture import slack_capture_server
+
+    with slack_capture_server() as capture:
+        slack = SlackAlerter(webhook_url=capture.webhook_url, ui_url="http://ui")
+        sensor = check_failure_alert_sensor()
+        resources = {**platform.resources, "slack": slack}
+        defs = dg.Definitions(assets=platform.assets, sensors=[sensor], resources=resources)
+        context = dg.build_sensor_context(
+            instance=platform.instance, definitions=defs, resources={"slack": slack}
+        )
+        sensor.evaluate_tick(context)
+        texts = [post.text + json.dumps(post.body) for post in capture.posts]
+    return [t for t in texts if "reconciled_with_salesforce" in t]
+
+
 def _meta(evaluation: dg.AssetCheckEvaluation, key: str) -> object:
     return evaluation.metadata[key].value
 
@@ -157,6 +178,10 @@ def test_after_purges_and_automation_the_reconciliation_makes_every_table_equal_
             assert repaired > 0, name
         else:
             assert all(e.passed for e in found) and repaired == 0, name
+        if name == "Opportunity":
+            (post,) = slack_posts_for_failing_checks(platform)
+            assert "salesforce/current/opportunity / reconciled_with_salesforce" in post
+            assert "repaired: " in post and "still_differing: 0" in post
         # After a purge Salesforce refuses getDeleted windows that start before it
         # (INVALID_REPLICATION_DATE): the run reads what the log still holds, says so.
         assert _meta(found[0], "deleted_log_complete") is (name not in purged), name
