@@ -40,9 +40,14 @@ def _sha256_hex(texts: pl.Series) -> pl.Series:
     )
 
 
-def _change_id(kind: str, ids: pl.Series, ms: pl.Series, content_hash: pl.Series) -> pl.Series:
-    """`changes._sha(kind, record id, str(ms), content hash)[:32]` per row."""
+def _change_id(
+    kind: str, ids: pl.Series, ms: pl.Series, content_hash: pl.Series, source: str = "bulk"
+) -> pl.Series:
+    """`changes._sha(kind, record id, str(ms), content hash[, source])[:32]` per row
+    (`changes.snapshot_change_id`: the source is hashed in unless it is Bulk)."""
     parts = [pl.lit(kind), pl.lit(ids), pl.lit(ms.cast(pl.String)), pl.lit(content_hash)]
+    if source != "bulk":
+        parts.append(pl.lit(source))
     text = pl.select(pl.concat_str(parts, separator="\x1f")).to_series()
     return _sha256_hex(text).str.slice(0, 32)
 
@@ -213,7 +218,7 @@ def snapshot_changes(
     if vms.min() < 0 or vms.max() >= _MS_LIMIT:  # type: ignore[operator]
         raise ValueError("version timestamp outside the supported range")
     ids = frame["Id"].cast(pl.String)
-    change_id = _change_id("snapshot", ids, vms, content_hash)
+    change_id = _change_id("snapshot", ids, vms, content_hash, source)
     version = pl.select(
         pl.concat_str(
             [

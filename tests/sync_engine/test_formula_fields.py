@@ -139,3 +139,31 @@ def test_a_formula_refresh_must_name_only_formula_fields():
         )
     with pytest.raises(ValueError, match="formula fields"):
         ch.formula_change(SPEC, record_id=RID, values={}, read_started_at=T0)
+
+
+def test_a_rest_and_a_bulk_read_of_the_same_state_are_two_observations_in_any_order():
+    # Regression (found by test_chunked_batches_mixing_new_and_existing_records_equal_the_
+    # reference_fold): both reads had one change id, so raw kept whichever arrived first
+    # and current's _source depended on arrival order. The re-read after CDC makes this
+    # common: a REST re-read, then a Bulk re-backfill of the unchanged record.
+    reads = [
+        ch.snapshot_change(
+            SPEC,
+            record_id=RID,
+            values={"Amount": Decimal("5.00"), "SystemModstamp": T0},
+            system_modstamp=T0,
+            read_started_at=T0 + dt.timedelta(seconds=30),
+            source=source,
+        )
+        for source in ("rest", "bulk")
+    ]
+    assert reads[0]["change_id"] != reads[1]["change_id"]
+    tables = []
+    for order in (reads, reads[::-1]):
+        wh = fresh_duckdb(spec=SPEC)
+        for read in order:
+            apply_batch(wh, SPEC, ch.build_batch(SPEC, [read]))
+        tables.append((read_current(wh, SPEC), read_history(wh, SPEC)))
+        wh.close()
+    assert tables[0] == tables[1]
+    assert len(tables[0][1]) == 1  # the same state: one version
