@@ -23,7 +23,14 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from sync_engine.changes import EPOCH, FILL, FILL_MS, _canonical, batch_schema
+from sync_engine.changes import (
+    EPOCH,
+    FILL,
+    FILL_MS,
+    SNAPSHOT_SOURCE_RANK,
+    _canonical,
+    batch_schema,
+)
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
 
 _MS_LIMIT = 10**15  # changes._MS_WIDTH digits
@@ -225,7 +232,9 @@ def snapshot_changes(
                 pl.lit(vms.cast(pl.String)).str.zfill(15),
                 pl.lit("1"),
                 pl.lit(content_hash).str.slice(0, 16),
-                pl.lit(change_id).str.slice(0, 8),
+                # changes.snapshot_version: the source's rank, then the id.
+                pl.lit(SNAPSHOT_SOURCE_RANK[source]),
+                pl.lit(change_id).str.slice(0, 7),
             ]
         )
     ).to_series()
