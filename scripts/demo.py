@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("demo")
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         preexec_fn=_restore_sigint,
     )
     procs = [emulator]
+    groups: list[int] = []  # process groups of their own, led by these pids
     try:
         info = wait_for_handshake(info_file, emulator, HANDSHAKE_TIMEOUT_S)
         env_file = demo_dir / ".env"
@@ -183,16 +185,22 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)],
             env=env,
             preexec_fn=_restore_sigint,
+            # Its own process group: run workers it launches after stop() lists the
+            # descendants are still in it (they would hold the DuckDB file and our stdout).
+            process_group=0,
         )
         procs.append(dagster)
+        groups.append(dagster.pid)
         return dagster.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(procs)
+        stop(procs, groups)
 
 
-def stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+def stop(
+    procs: list[subprocess.Popen[bytes]], groups: Sequence[int] = (), grace_s: float = 15.0
+) -> None:
     """Stop the processes and whatever they started, within about twice `grace_s`.
 
     `dagster dev` can exit before its code server and in-flight run workers (a bootstrap
@@ -227,7 +235,39 @@ def stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    _stop_groups(list(groups), grace_s)
     log.info("stopped in %.1f s", time.monotonic() - started)
+
+
+def _stop_groups(groups: list[int], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL, whatever is left in the process groups `groups`.
+
+    A run worker launched between listing the descendants and `dagster dev` exiting is
+    reparented to init, so only its process group still finds it (found when the demo
+    test's pipe stayed open 90 s after the demo had stopped, under load).
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pending = []
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+                pending.append(pgid)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + grace_s
+        while pending and time.monotonic() < deadline:
+            pending = [pgid for pgid in pending if _group_alive(pgid)]
+            time.sleep(0.2)
+        if not pending:
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
