@@ -275,6 +275,10 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         partitions_def=daily_partitions(settings.partitions_start),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=apply_pool(obj),
+        # Sync runs select every check but reconciled_with_salesforce (keys.run_checks),
+        # reconciliation runs select it too: without subsetting the daemon cannot build
+        # either job. The apply writes both tables whichever of them is selected.
+        can_subset=True,
         retry_policy=RETRY,
         required_resource_keys={WAREHOUSE, LANDING},
         check_specs=[
@@ -321,7 +325,11 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
                 warehouse, landing, spec, obj.name, context.run.run_id, current_key
             )
         lag = lag_result(current_key, outcome.last_commit, target)
-        if spec is not None:
+        checks = context.selected_asset_check_keys
+        unique_key = dg.AssetCheckKey(current_key, CURRENT_ID_UNIQUE)
+        if unique_key not in checks:
+            unique = None
+        elif spec is not None:
             unique = id_unique_result(warehouse, spec, current_key)
         else:
             unique = dg.AssetCheckResult(
@@ -334,10 +342,17 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         # Present (a float) only when this run applied a CDC change (lag_result).
         lag_value = lag.metadata.get("cdc_lag_seconds")
         lag_s = lag_value.value if isinstance(lag_value, dg.FloatMetadataValue) else None
-        yield dg.MaterializeResult(asset_key=current_key, metadata=outcome.current_metadata(lag_s))
-        yield dg.MaterializeResult(asset_key=scd2_key, metadata=outcome.scd2_metadata(lag_s))
-        yield unique
-        yield lag
+        selected = context.selected_asset_keys
+        if current_key in selected:
+            yield dg.MaterializeResult(
+                asset_key=current_key, metadata=outcome.current_metadata(lag_s)
+            )
+        if scd2_key in selected:
+            yield dg.MaterializeResult(asset_key=scd2_key, metadata=outcome.scd2_metadata(lag_s))
+        if unique is not None:
+            yield unique
+        if dg.AssetCheckKey(current_key, CDC_LAG) in checks:
+            yield lag
         if reconciled is not None:
             yield reconciled
 

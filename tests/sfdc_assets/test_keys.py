@@ -36,3 +36,18 @@ def test_keys_are_the_same_for_a_config_and_its_api_name() -> None:
     assert keys.object_keys("Account")[0] == dg.AssetKey(["salesforce", "raw", "account"])
     assert keys.apply_pool(obj) == "sfdc_apply_account"
     assert keys.run_tags(obj) == {keys.OBJECT_TAG: "Account"}
+
+
+def test_the_daemon_can_build_a_job_from_each_run_request_s_checks() -> None:
+    # Regression: the current+scd2 op could not be subset, so the daemon refused every
+    # sync run (its checks leave out reconciled_with_salesforce) with
+    # DagsterInvalidSubsetError: make demo backfilled nothing. The harness's materialize
+    # selected every check and hid it.
+    from sfdc_assets.definitions import build_definitions
+
+    job = build_definitions().resolve_implicit_global_asset_job_def()
+    for name in ("Opportunity", "Task"):
+        assets = set(keys.object_keys(name))
+        for checks in (keys.run_checks(name), keys.reconcile_run_checks(name)):
+            subset = job.get_subset(asset_selection=assets, asset_check_selection=set(checks))
+            assert subset.asset_layer.asset_graph.get_all_asset_keys() >= assets
