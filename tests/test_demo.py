@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,20 @@ def _graphql(port: int) -> dict | None:
             return json.loads(resp.read())
     except OSError:
         return None
+
+
+def _session_processes(sid: int) -> list[str]:
+    """What still runs in the demo's session (its pid leads it: start_new_session)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(p.info["pid"]) == sid:
+                found.append(
+                    f"{p.info['pid']} {p.info['status']} {' '.join(p.info['cmdline'])[:160]}"
+                )
+    return found
 
 
 @pytest.mark.slow
@@ -85,9 +100,14 @@ def test_demo_serves_the_emulator_and_loads_the_code_location_then_stops_cleanly
         proc.send_signal(signal.SIGINT)
         try:
             out, _ = proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
+            left = _session_processes(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
-            raise
+            partial = (exc.output or b"").decode(errors="replace")
+            pytest.fail(
+                f"the demo did not stop within 90 s of SIGINT; still running: {left}\n"
+                f"its output so far:\n{partial[-4000:]}"
+            )
     text = out.decode(errors="replace")
     assert "Salesforce emulator (REST/Bulk)" in text
     assert "Dagster UI" in text
