@@ -33,3 +33,19 @@ SQLFLUFF_JINJA_FILTERS = {"as_bool": _as_bool}
 # default filters, so the filter goes there too. This module loads only inside sqlfluff.
 FILTERS["as_bool"] = _as_bool
 sfdc_sync = _MacroNamespace()
+
+
+def env_var(name: str, default: str = "") -> str:
+    """dbt's `env_var`: the default (the linter reads no environment)."""
+    return default
+
+
+class _Target:
+    """dbt's `target`, as far as a model reads it."""
+
+    database = "warehouse"
+    schema = "analytics"
+    type = "duckdb"
+
+
+target = _Target()

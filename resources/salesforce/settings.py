@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from resources.environment import Environment, sfdc_env
 
@@ -83,6 +83,19 @@ class SalesforceSettings(BaseModel):
         if urlsplit(value).scheme != "https":
             raise ValueError("SFDC_INSTANCE_URL must be an https:// URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _prod_pubsub_uses_tls(self) -> SalesforceSettings:
+        # Plaintext gRPC is for the emulator on loopback only: in production it would send
+        # the access token and every change event (PII included) in clear.
+        if self.env == "prod" and not self.pubsub_tls:
+            raise ValueError(
+                "SFDC_PUBSUB_TLS=false is refused with SFDC_ENV=prod: the Pub/Sub API "
+                "(api.pubsub.salesforce.com:7443) only speaks TLS, and plaintext would send "
+                "the access token and change events in clear. Unset SFDC_PUBSUB_TLS (or set "
+                "it to true); plaintext is for the local emulator only."
+            )
+        return self
 
     @property
     def audience(self) -> str:

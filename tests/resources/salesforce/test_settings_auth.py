@@ -56,13 +56,27 @@ def test_prod_reads_each_variable_and_keeps_secrets_out_of_repr() -> None:
             "SFDC_AUTH_FLOW": "client_credentials",
             "SFDC_CLIENT_SECRET": "s3cr3t",
             "SFDC_API_VERSION": "v66",
-            "SFDC_PUBSUB_TLS": "false",
+            # Was "false" (read as False) until issue 13: production now refuses plaintext
+            # Pub/Sub (test_prod_refuses_plaintext_pubsub below); "0" still parses.
+            "SFDC_PUBSUB_TLS": "1",
         }
     )
     assert s.instance_url == "https://acme.my.salesforce.com"
-    assert s.api_version == "66.0" and s.pubsub_tls is False
+    assert s.api_version == "66.0" and s.pubsub_tls is True
     assert s.audience == "https://login.salesforce.com"
     assert "s3cr3t" not in repr(s)
+
+
+def test_prod_refuses_plaintext_pubsub_and_local_allows_it() -> None:
+    base = {
+        "SFDC_INSTANCE_URL": "https://acme.my.salesforce.com",
+        "SFDC_PUBSUB_TLS": "false",
+    }
+    with pytest.raises(ValueError, match="SFDC_PUBSUB_TLS=false is refused with SFDC_ENV=prod"):
+        SalesforceSettings.from_env({**base, "SFDC_ENV": "PROD"})
+    # The emulator on loopback speaks plaintext gRPC: local keeps reading the variable.
+    assert SalesforceSettings.from_env({**base, "SFDC_ENV": "local"}).pubsub_tls is False
+    assert SalesforceSettings.from_env({**base, "SFDC_ENV": "prod", "SFDC_PUBSUB_TLS": "true"})
 
 
 def test_jwt_assertion_is_rs256_with_salesforce_claims(tmp_path: Path) -> None:
