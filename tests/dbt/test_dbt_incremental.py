@@ -151,7 +151,9 @@ def _build(tmp_path_factory) -> dict:
             s["Task"],
             [
                 _cdc(s["Task"], deleted_task["Id"], "DELETE", CHANGED_AT),
-                _cdc(s["Task"], moved_task["Id"], "UPDATE", CHANGED_AT, {"WhatId": to_account["Id"]}),
+                _cdc(
+                    s["Task"], moved_task["Id"], "UPDATE", CHANGED_AT, {"WhatId": to_account["Id"]}
+                ),
                 # Late arrival: a task on an opportunity the sync has not landed yet.
                 _cdc(
                     s["Task"],
@@ -228,11 +230,30 @@ def _build(tmp_path_factory) -> dict:
                     LATER_AT,
                     _record(s["Opportunity"], open_[1], AccountId=late_account["Id"]),
                 ),
-                _cdc(s["Opportunity"], deleted_opp["Id"], "UNDELETE", LATER_AT, _record(s["Opportunity"], deleted_opp)),
+                _cdc(
+                    s["Opportunity"],
+                    deleted_opp["Id"],
+                    "UNDELETE",
+                    LATER_AT,
+                    _record(s["Opportunity"], deleted_opp),
+                ),
             ],
         )
-        apply(wh, s["Task"], [_cdc(s["Task"], deleted_task["Id"], "UNDELETE", LATER_AT, _record(s["Task"], deleted_task))])
-    time.sleep(max(0.0, (ends_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)).total_seconds() + 1))
+        apply(
+            wh,
+            s["Task"],
+            [
+                _cdc(
+                    s["Task"],
+                    deleted_task["Id"],
+                    "UNDELETE",
+                    LATER_AT,
+                    _record(s["Task"], deleted_task),
+                )
+            ],
+        )
+    until_ended = ends_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    time.sleep(max(0.0, until_ended.total_seconds() + 1))
     _ok(run_dbt(["build", *NO_LOOKBACK], path, base / "inc2"))
     incremental = {name: _mart(path, name) for name in ALL_MARTS}
     rebuilt = {name: _rebuilt(path, name) for name in INCREMENTAL_MARTS}
