@@ -16,6 +16,7 @@ The manifest is read when `dbt_definitions()` is first called; a missing or stal
 """
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -115,6 +116,23 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
+class DbtBuildConfig(dg.Config):
+    """Run config of a dbt build (the domain and nightly schedules set it; docs/dbt.md).
+
+    recent_days: tests read only the rows written in the last N days (0 = every row).
+    full_refresh: rebuild the incremental marts from scratch (`dbt build --full-refresh`).
+    """
+
+    recent_days: int = 0
+    full_refresh: bool = False
+
+
+def dbt_build_args(config: DbtBuildConfig) -> list[str]:
+    """The `dbt` command line of a build with `config`."""
+    args = ["build", "--vars", json.dumps({"recent_days": config.recent_days})]
+    return [*args, "--full-refresh"] if config.full_refresh else args
+
+
 def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
     """The `@dbt_assets` definition of every model (and its tests as checks)."""
 
@@ -129,9 +147,11 @@ def build_dbt_assets(manifest: Path | Mapping[str, Any]) -> dg.AssetsDefinition:
             settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
         ),
     )
-    def sfdc_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    def sfdc_dbt(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+    ) -> Iterator[Any]:
         os.environ.update(dbt_env(os.environ, Path.cwd()))
-        yield from dbt.cli(["build"], context=context).stream()
+        yield from dbt.cli(dbt_build_args(config), context=context).stream()
 
     return sfdc_dbt
 

@@ -16,6 +16,7 @@ from sfdc_assets import erase
 from sfdc_assets.assets import build_assets
 from sfdc_assets.checks import reconcile_schedule
 from sfdc_assets.dbt_assets import dbt_definitions
+from sfdc_assets.dbt_schedules import dbt_schedules
 from sfdc_assets.freshness import apply_freshness
 from sfdc_assets.objects import load_config
 from sfdc_assets.resources import build_resources
@@ -29,14 +30,15 @@ def build_definitions() -> dg.Definitions:
         *cdc_sensors(sync),
         polling_sensor(sync),
         bootstrap_sensor(sync),
-        dbt_refresh_sensor(sync),
+        # Per-domain dbt schedules replace the one refresh of everything when configured.
+        None if sync.settings.dbt.domains else dbt_refresh_sensor(sync),
         reconcile_sensor(sync),
         *alert_sensors(),
     ]
     platform = dg.Definitions(
         assets=apply_freshness(build_assets(sync)),
         sensors=[s for s in sensors if s is not None],
-        schedules=[reconcile_schedule(sync)],
+        schedules=[reconcile_schedule(sync), *dbt_schedules(sync)],
         resources={**build_resources(), "slack": slack_alerter_from_env()},
         # Every run executes its steps in the run's own process. A run here is a chain
         # (raw -> current+scd2 -> dbt) whose steps serialise on the warehouse writer anyway;

@@ -47,6 +47,53 @@ class ReconcileSettings(BaseModel):
     max_rereads: int = Field(default=20_000, ge=1)
 
 
+class DbtSettings(BaseModel):
+    """How often each domain's dbt models are built, and the nightly full build.
+
+    A domain is a dbt tag (dbt/dbt_project.yml tags every model with one); its schedule
+    `dbt_<domain>` builds the models with that tag every `domains[<domain>]` minutes, their
+    tests reading the last `recent_days` days only. The nightly schedule `dbt_nightly`
+    builds everything with every test over every row (docs/dbt.md "Cadence").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # domain (dbt tag) -> minutes between builds. Empty: one `dbt_refresh` sensor builds
+    # everything every `dbt_refresh_minutes` instead (the platform before issue 11).
+    domains: dict[str, int] = Field(default_factory=dict)
+    recent_days: int = Field(default=2, ge=1)
+    nightly_cron: str = "0 3 * * *"
+    # Rebuild the incremental marts from scratch nightly (reads every row once a day).
+    nightly_full_refresh: bool = False
+
+    @field_validator("domains")
+    @classmethod
+    def _cadences(cls, value: dict[str, int]) -> dict[str, int]:
+        for domain, minutes in value.items():
+            validate_identifier(domain)  # reaches `dbt --select tag:<domain>` and job names
+            dbt_cron(minutes)  # a cadence a cron expression cannot hold fails here, by name
+        return value
+
+
+def dbt_cron(minutes: int) -> str:
+    """The cron expression of "every `minutes` minutes", aligned to the hour / the day.
+
+    Cron cannot say "every 45 minutes", so a cadence must divide an hour (1-60) or be whole
+    hours dividing a day (120, 180, 240, 360, 480, 720, 1440).
+    """
+    if 1 <= minutes < 60 and 60 % minutes == 0:
+        return f"*/{minutes} * * * *"
+    if minutes == 60:
+        return "0 * * * *"
+    if minutes > 0 and minutes % 60 == 0 and 24 % (minutes // 60) == 0:
+        hours = minutes // 60
+        return "0 0 * * *" if hours == 24 else f"0 */{hours} * * *"
+    raise ValueError(
+        f"dbt cadence {minutes} min: use minutes that divide an hour (5, 10, 15, 30, 60) "
+        "or whole hours that divide a day (120, 180, 240, 360, 480, 720, 1440)"
+    )
+
+
 class SyncSettings(BaseModel):
     """Project-wide tunables."""
 
@@ -63,6 +110,8 @@ class SyncSettings(BaseModel):
     # dbt build (staging, marts, legacy) at most this often once every object is
     # bootstrapped and something new was applied (sensor `dbt_refresh`); 0 turns it off.
     dbt_refresh_minutes: int = Field(default=5, ge=0)
+    # Per-domain dbt schedules; when any domain is set they replace `dbt_refresh`.
+    dbt: DbtSettings = DbtSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
 
 

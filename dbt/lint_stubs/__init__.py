@@ -17,11 +17,22 @@ def _as_bool(value: Any) -> Any:
     return value
 
 
+# Macros that render a whole query (macros/incremental.sql), not an expression: a query
+# of the same shape, so the statement around them parses.
+_QUERY_MACROS = {
+    "changed_ids": "select id from changed",
+    "touched_values": "select key_id from touched",
+    "incremental_batch": "select * from final",
+}
+
+
 class _MacroNamespace:
-    """`sfdc_sync.<macro>(args)` renders as `<macro>(args)`."""
+    """`sfdc_sync.<macro>(args)` renders as `<macro>(args)`, or as a stand-in query."""
 
     def __getattr__(self, name: str) -> Any:
         def render(*args: Any, **kwargs: Any) -> str:
+            if name in _QUERY_MACROS:
+                return _QUERY_MACROS[name]
             return f"{name}({', '.join(str(arg) for arg in [*args, *kwargs.values()])})"
 
         return render

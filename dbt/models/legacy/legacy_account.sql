@@ -46,6 +46,7 @@
     'External_Account_Id__c',
     'Active__c',
 ] -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'account')) %}
 
 with
 
@@ -58,7 +59,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(salesforce_fields, columns=columns) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

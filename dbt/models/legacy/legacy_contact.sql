@@ -36,6 +36,9 @@
     'Preferred_Language__c',
     'Contact_Score__c',
 ] -%}
+{#- The type of a custom field's null when the org lacks it (others: varchar). -#}
+{%- set null_types = {'Contact_Score__c': 'decimal(18, 0)'} -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'contact')) %}
 
 with
 
@@ -48,7 +51,9 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields, person_name=true) }}
+        {{ salesforce_api_columns(
+            salesforce_fields, person_name=true, columns=columns, null_types=null_types
+        ) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

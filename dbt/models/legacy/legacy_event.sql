@@ -26,6 +26,7 @@
     'SystemModstamp',
     'Meeting_Outcome__c',
 ] -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'event')) %}
 
 with
 
@@ -38,7 +39,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(salesforce_fields, columns=columns) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

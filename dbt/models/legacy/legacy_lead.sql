@@ -42,6 +42,9 @@
     'SystemModstamp',
     'Lead_Score__c',
 ] -%}
+{#- The type of a custom field's null when the org lacks it (others: varchar). -#}
+{%- set null_types = {'Lead_Score__c': 'decimal(18, 0)'} -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'lead')) %}
 
 with
 
@@ -54,7 +57,9 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields, person_name=true) }}
+        {{ salesforce_api_columns(
+            salesforce_fields, person_name=true, columns=columns, null_types=null_types
+        ) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

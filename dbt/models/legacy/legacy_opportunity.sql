@@ -32,6 +32,12 @@
     'Contract_Term_Months__c',
     'Region__c',
 ] -%}
+{#- The type of a custom field's null when the org lacks it (others: varchar). -#}
+{%- set null_types = {
+    'Discount_Percent__c': 'decimal(18, 2)',
+    'Contract_Term_Months__c': 'decimal(18, 0)',
+} -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'opportunity')) %}
 
 with
 
@@ -44,7 +50,9 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(
+            salesforce_fields, columns=columns, null_types=null_types
+        ) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

@@ -22,6 +22,7 @@
     'SystemModstamp',
     'Line_Type__c',
 ] -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'opportunitylineitem')) %}
 
 with
 
@@ -34,7 +35,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(salesforce_fields, columns=columns) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

@@ -28,6 +28,7 @@
     'SystemModstamp',
     'Outcome__c',
 ] -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'task')) %}
 
 with
 
@@ -40,7 +41,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields) }}
+        {{ salesforce_api_columns(salesforce_fields, columns=columns) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

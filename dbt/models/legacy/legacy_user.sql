@@ -41,6 +41,7 @@
     'SystemModstamp',
     'Sales_Team__c',
 ] -%}
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'user')) %}
 
 with
 
@@ -53,7 +54,7 @@ source as (
 final as (
 
     select
-        {{ salesforce_api_columns(salesforce_fields, person_name=true) }}
+        {{ salesforce_api_columns(salesforce_fields, person_name=true, columns=columns) }}
 
     from source
     {%- if not var('legacy_include_deleted') %}

@@ -1,8 +1,41 @@
+-- Incremental (docs/dbt.md "Incremental marts"): the accounts rebuilt are those written
+-- since the last build, those any changed contact or opportunity is or was on, and those
+-- whose owner changed; an account deleted since is removed.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_keys',
+    unique_key='account_id',
+) }}
+{%- set since = sfdc_sync.incremental_since() %}
+
 with
+
+{% if is_incremental() -%}
+affected_keys as (
+
+    select distinct touched.key_id from (
+        -- the first branch names the column (key_id)
+        {{ sfdc_sync.touched_values('contact', 'accountid', since) }}
+        union all
+        {{ sfdc_sync.touched_values('opportunity', 'accountid', since) }}
+        union all
+        {{ sfdc_sync.changed_ids(source('salesforce', 'account'), since) }}
+        union all
+        select id from {{ source('salesforce', 'account') }}
+        where ownerid in ({{ sfdc_sync.changed_ids(source('salesforce', 'user'), since) }})
+    ) as touched
+    where touched.key_id is not null
+
+),
+
+{% endif -%}
 
 accounts as (
 
     select * from {{ ref('stg_salesforce__account') }}
+    {%- if is_incremental() %}
+    where account_id in (select affected_keys.key_id from affected_keys)
+    {%- endif %}
 
 ),
 
@@ -15,12 +48,18 @@ users as (
 contacts as (
 
     select * from {{ ref('stg_salesforce__contact') }}
+    {%- if is_incremental() %}
+    where account_id in (select affected_keys.key_id from affected_keys)
+    {%- endif %}
 
 ),
 
 opportunities as (
 
     select * from {{ ref('stg_salesforce__opportunity') }}
+    {%- if is_incremental() %}
+    where account_id in (select affected_keys.key_id from affected_keys)
+    {%- endif %}
 
 ),
 
@@ -74,7 +113,8 @@ final as (
         coalesce(opportunity_summary.won_amount, 0) as won_amount,
         opportunity_summary.last_won_date,
         accounts.created_date,
-        accounts.synced_at
+        accounts.synced_at,
+        {{ sfdc_sync.utc_now() }} as built_at
 
     from accounts
     left join users on accounts.owner_id = users.user_id
@@ -83,4 +123,4 @@ final as (
 
 )
 
-select * from final
+{{ sfdc_sync.incremental_batch('account_id') }}

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'account')) %}
+
 with
 
 source as (
@@ -42,10 +44,11 @@ renamed as (
         rating,
         site,
         accountsource as account_source,
-        customer_tier__c as customer_tier,
-        sla__c as sla,
-        external_account_id__c as external_account_id,
-        active__c as active,
+        {{ sfdc_sync.custom_field(columns, 'customer_tier__c', 'varchar') }} as customer_tier,
+        {{ sfdc_sync.custom_field(columns, 'sla__c', 'varchar') }} as sla,
+        {{ sfdc_sync.custom_field(columns, 'external_account_id__c', 'varchar') }}
+            as external_account_id,
+        {{ sfdc_sync.custom_field(columns, 'active__c', 'varchar') }} as active,
         ---------- numerics
         billinglatitude as billing_latitude,
         billinglongitude as billing_longitude,

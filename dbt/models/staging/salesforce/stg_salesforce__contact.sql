@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'contact')) %}
+
 with
 
 source as (
@@ -35,11 +37,13 @@ renamed as (
         department,
         leadsource as lead_source,
         description,
-        preferred_language__c as preferred_language,
+        {{ sfdc_sync.custom_field(columns, 'preferred_language__c', 'varchar') }}
+            as preferred_language,
         ---------- numerics
         mailinglatitude as mailing_latitude,
         mailinglongitude as mailing_longitude,
-        contact_score__c as contact_score,
+        {{ sfdc_sync.custom_field(columns, 'contact_score__c', 'decimal(18, 0)') }}
+            as contact_score,
         ---------- booleans
         hasoptedoutofemail as has_opted_out_of_email,
         donotcall as do_not_call,

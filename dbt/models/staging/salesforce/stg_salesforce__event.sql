@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'event')) %}
+
 with
 
 source as (
@@ -24,7 +26,7 @@ renamed as (
         type as event_type,
         showas as show_as,
         eventsubtype as event_subtype,
-        meeting_outcome__c as meeting_outcome,
+        {{ sfdc_sync.custom_field(columns, 'meeting_outcome__c', 'varchar') }} as meeting_outcome,
         ---------- numerics
         durationinminutes as duration_in_minutes,
         ---------- booleans

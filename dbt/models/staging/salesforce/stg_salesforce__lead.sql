@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'lead')) %}
+
 with
 
 source as (
@@ -45,7 +47,7 @@ renamed as (
         longitude,
         annualrevenue as annual_revenue,
         numberofemployees as number_of_employees,
-        lead_score__c as lead_score,
+        {{ sfdc_sync.custom_field(columns, 'lead_score__c', 'decimal(18, 0)') }} as lead_score,
         ---------- booleans
         isconverted as is_converted,
         isunreadbyowner as is_unread_by_owner,

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'opportunity')) %}
+
 with
 
 source as (
@@ -24,8 +26,8 @@ renamed as (
         nextstep as next_step,
         leadsource as lead_source,
         forecastcategoryname as forecast_category_name,
-        competitor__c as competitor,
-        region__c as region,
+        {{ sfdc_sync.custom_field(columns, 'competitor__c', 'varchar') }} as competitor,
+        {{ sfdc_sync.custom_field(columns, 'region__c', 'varchar') }} as region,
         ---------- numerics
         amount,
         probability,
@@ -33,8 +35,10 @@ renamed as (
         totalopportunityquantity as total_opportunity_quantity,
         fiscalquarter as fiscal_quarter,
         fiscalyear as fiscal_year,
-        discount_percent__c as discount_percent,
-        contract_term_months__c as contract_term_months,
+        {{ sfdc_sync.custom_field(columns, 'discount_percent__c', 'decimal(18, 2)') }}
+            as discount_percent,
+        {{ sfdc_sync.custom_field(columns, 'contract_term_months__c', 'decimal(18, 0)') }}
+            as contract_term_months,
         ---------- booleans
         isprivate as is_private,
         isclosed as is_closed,

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce_history', 'opportunity')) %}
+
 with
 
 source as (
@@ -19,12 +21,13 @@ renamed as (
         stagename as stage_name,
         type as opportunity_type,
         forecastcategoryname as forecast_category_name,
-        region__c as region,
+        {{ sfdc_sync.custom_field(columns, 'region__c', 'varchar') }} as region,
         ---------- numerics
         amount,
         probability,
         expectedrevenue as expected_revenue,
-        discount_percent__c as discount_percent,
+        {{ sfdc_sync.custom_field(columns, 'discount_percent__c', 'decimal(18, 2)') }}
+            as discount_percent,
         ---------- booleans
         isclosed as is_closed,
         iswon as is_won,

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'opportunitylineitem')) %}
+
 with
 
 source as (
@@ -20,7 +22,7 @@ renamed as (
         ---------- text
         productcode as product_code,
         description,
-        line_type__c as line_type,
+        {{ sfdc_sync.custom_field(columns, 'line_type__c', 'varchar') }} as line_type,
         ---------- numerics
         sortorder as sort_order,
         quantity,

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'task')) %}
+
 with
 
 source as (
@@ -26,7 +28,7 @@ renamed as (
         calltype as call_type,
         calldisposition as call_disposition,
         tasksubtype as task_subtype,
-        outcome__c as outcome,
+        {{ sfdc_sync.custom_field(columns, 'outcome__c', 'varchar') }} as outcome,
         ---------- numerics
         calldurationinseconds as call_duration_in_seconds,
         ---------- booleans

@@ -1,3 +1,5 @@
+{%- set columns = sfdc_sync.column_names(source('salesforce', 'user')) %}
+
 with
 
 source as (
@@ -42,7 +44,7 @@ renamed as (
         languagelocalekey as language_locale_key,
         usertype as user_type,
         employeenumber as employee_number,
-        sales_team__c as sales_team,
+        {{ sfdc_sync.custom_field(columns, 'sales_team__c', 'varchar') }} as sales_team,
         ---------- numerics
         latitude,
         longitude,

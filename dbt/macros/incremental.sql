@@ -1,0 +1,122 @@
+{#
+    Incremental marts: what they read since their last build, and how a batch replaces
+    the rows of its keys. docs/dbt.md, "Incremental marts", gives the rules each model
+    follows to stay equal to a full rebuild.
+
+    incremental_since()
+        On an incremental run: a timestamp literal, the newest `built_at` in the model's
+        own table (when it last rebuilt a row) minus var incremental_lookback_minutes.
+        Source rows the engine wrote (`_synced_at`) at or after it are the changes to
+        apply. The engine stamps a batch with the time its apply started and commits over
+        the apply, so a row can become visible after a build that started later than its
+        stamp; the lookback covers that and clock skew between the engine and the
+        warehouse (it must exceed the longest apply).
+        The value is read first and inlined as a literal, so Snowflake prunes
+        micro-partitions on it (a scalar subquery is not pruned before the scan).
+        On a full build (or an empty table): the earliest timestamp, i.e. everything.
+#}
+{% macro incremental_since() -%}
+    {%- set since = none -%}
+    {%- if execute and is_incremental() -%}
+        {%- set newest = run_query('select max(built_at) from ' ~ this) -%}
+        {%- set newest = newest.columns[0].values()[0] -%}
+        {%- if newest is not none -%}
+            {%- set lookback = var('incremental_lookback_minutes') | int -%}
+            {%- set since = newest - modules.datetime.timedelta(minutes=lookback) -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- set text = since.strftime('%Y-%m-%d %H:%M:%S.%f') if since is not none
+        else '1900-01-01 00:00:00' -%}
+    {{ return(sfdc_sync.timestamp_literal(text)) }}
+{%- endmacro %}
+
+
+{#
+    The Ids of a source table's rows the engine wrote since `since`: updates, deletes
+    (current keeps deleted rows, flagged) and undeletes alike.
+#}
+{% macro changed_ids(relation, since) -%}
+    select id from {{ relation }} where _synced_at >= {{ since }}
+{%- endmacro %}
+
+
+{#
+    The batch of an incremental run, from `final` (the model's rows, restricted to the
+    affected keys) and `affected_keys` (one column `key_id`, the keys whose rows may have
+    changed, unique): every row of `final` with `_key`, plus one row with `_remove` true
+    for each affected key that no longer has a row. On a full build: `final` itself.
+#}
+{% macro incremental_batch(key) -%}
+    {%- if is_incremental() %}
+    select
+        affected_keys.key_id as _key,
+        final.*,
+        final.{{ key }} is null as _remove
+    from affected_keys
+    left join final on affected_keys.key_id = final.{{ key }}
+    {%- else %}
+    select * from final
+    {%- endif %}
+{%- endmacro %}
+
+
+{#
+    Incremental strategy `replace_keys` (config incremental_strategy='replace_keys',
+    unique_key = the column the batch's `_key` is a value of): delete every row of the
+    batch's keys, insert the batch's live rows. A plain merge cannot remove a row (a
+    deleted account, an account whose last activity was deleted), and delete+insert only
+    removes keys it re-inserts. The key need not be unique in the table:
+    fct_opportunity_history replaces all versions of an opportunity at once.
+
+    `_key` and `_remove` exist only on incremental runs (incremental_batch), so the table
+    never has them: the insert names the table's own columns. Readers never see the
+    keys deleted and not yet inserted: DuckDB runs the model in one transaction; on
+    Snowflake (autocommit) the two statements are wrapped in one explicitly, as
+    dbt-snowflake wraps its own delete+insert.
+#}
+{% macro get_incremental_replace_keys_sql(arg_dict) -%}
+    {%- set key = arg_dict['unique_key'] -%}
+    {%- if key is not string -%}
+        {%- do exceptions.raise_compiler_error(
+            "replace_keys needs a single-column unique_key (got " ~ key ~ ") in " ~ this) -%}
+    {%- endif -%}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set source = arg_dict['temp_relation'] -%}
+    {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set dml -%}
+        delete from {{ target }}
+        where {{ key }} in (select _key from {{ source }});
+
+        insert into {{ target }} ({{ columns }})
+        select {{ columns }} from {{ source }}
+        where not _remove
+    {%- endset -%}
+    {{ return(adapter.dispatch('replace_keys_transaction', 'sfdc_sync')(dml)) }}
+{%- endmacro %}
+
+{% macro default__replace_keys_transaction(dml) -%}
+    {{ return(dml) }}
+{%- endmacro %}
+
+{% macro snowflake__replace_keys_transaction(dml) -%}
+    {{ return(snowflake_dml_explicit_transaction(dml)) }}
+{%- endmacro %}
+
+
+{#
+    Every value `column` has or had, in any version, on the rows of source table `name`
+    the engine wrote since `since`: the new parent of a re-parented child and its old one
+    (scd2 keeps the old version), the parent of a deleted child. For marts whose rows
+    aggregate children by parent (dim_account counts contacts and opportunities per
+    account): these parents' rows are the ones to rebuild. Older versions add parents
+    that did not change; rebuilding them is harmless.
+#}
+{% macro touched_values(name, column, since) -%}
+    select {{ column }} as key_id
+    from {{ source('salesforce_history', name) }}
+    where id in ({{ sfdc_sync.changed_ids(source('salesforce', name), since) }})
+    union all
+    select {{ column }} as key_id
+    from {{ source('salesforce', name) }}
+    where _synced_at >= {{ since }}
+{%- endmacro %}

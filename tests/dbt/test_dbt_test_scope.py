@@ -1,0 +1,96 @@
+"""Frequent builds test recent rows only, the nightly build every row (issue 11 item 4).
+
+`unique` on stg_salesforce__task.task_id and the other key tests ran over whole tables
+on every 5-minute build. With `--vars '{recent_days: N}'` (macros/test_scope.sql) a test
+reads the rows written in the last N days; with 0 (the default, the nightly build) all.
+Here two broken facts are planted 3 days in the past (an opportunity whose account never
+arrived, a second open scd2 version); the recent build does not read them, the full one
+fails on both; a fresh broken fact fails the recent build too.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from tests.dbt.harness import apply, create_tables, engine, once, run_dbt, snapshot_rows
+
+pytestmark = pytest.mark.xdist_group("dbt")
+
+MODSTAMP = dt.datetime(2025, 1, 10, 12, 0, 0)
+USER = "005000000000001AAA"
+ACCOUNT = "001000000000001AAA"
+MISSING_ACCOUNT = "001000000000999AAA"
+OLD_ORPHAN, GOOD, NEW_ORPHAN = (f"00600000000000{n}AAA" for n in (1, 2, 3))
+RELATIONSHIP = "relationships_late_tolerant_stg_salesforce__opportunity_account_id"
+SCD2 = "at_most_one_current_stg_salesforce__opportunity_history"
+RECENT = ["--vars", "{recent_days: 2}"]
+
+
+def _opportunity(record_id: str, account_id: str) -> dict:
+    return {
+        "Id": record_id,
+        "Name": f"Deal {record_id[-4:]}",
+        "AccountId": account_id,
+        "OwnerId": USER,
+        "StageName": "Prospecting",
+        "Amount": Decimal("1000.00"),
+        "CloseDate": dt.date(2025, 3, 31),
+        "IsClosed": False,
+        "IsWon": False,
+        "SystemModstamp": MODSTAMP,
+        "CreatedDate": MODSTAMP,
+    }
+
+
+def _plant(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("dbt_scope")
+    path = base / "warehouse.duckdb"
+    three_days_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=3)
+    with engine(path) as wh:
+        specs = create_tables(wh)
+        user = [{"Id": USER, "Name": "Rep", "IsActive": True, "SystemModstamp": MODSTAMP}]
+        apply(wh, specs["User"], snapshot_rows(specs["User"], user))
+        account = [{"Id": ACCOUNT, "Name": "Acme", "OwnerId": USER, "SystemModstamp": MODSTAMP}]
+        apply(wh, specs["Account"], snapshot_rows(specs["Account"], account))
+        opp = specs["Opportunity"]
+        old = [_opportunity(OLD_ORPHAN, MISSING_ACCOUNT), _opportunity(GOOD, ACCOUNT)]
+        apply(wh, opp, snapshot_rows(opp, old), now=three_days_ago)
+        wh.execute(
+            "insert into sfdc_history.opportunity by name "
+            "select * replace (valid_from + interval 1 second as valid_from) "
+            "from sfdc_history.opportunity where id = ?",
+            [GOOD],
+        )
+    recent = run_dbt(["build", "--select", "staging", *RECENT], path, base / "recent")
+    full = run_dbt(["build", "--select", "staging"], path, base / "full")
+    # A fact broken now, outside the late-arrival window's tolerance (window 0).
+    with engine(path) as wh:
+        apply(wh, opp, snapshot_rows(opp, [_opportunity(NEW_ORPHAN, MISSING_ACCOUNT)]))
+    window = ["--vars", "{recent_days: 2, late_arrival_window_minutes: -1}"]
+    fresh = run_dbt(["build", "--select", "staging", *window], path, base / "fresh")
+    return {"recent": recent, "full": full, "fresh": fresh}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return once("dbt_scope", lambda: _plant(tmp_path_factory))
+
+
+def test_a_recent_build_does_not_read_facts_written_days_ago(runs):
+    recent = runs["recent"]
+    assert recent.returncode == 0, recent.stdout[-3000:]
+    assert recent.failures(RELATIONSHIP) == ("pass", 0)
+    assert recent.failures(SCD2) == ("pass", 0)
+
+
+def test_the_full_build_reads_every_row_and_fails_on_both(runs):
+    full = runs["full"]
+    assert full.returncode != 0
+    assert full.failures(RELATIONSHIP) == ("fail", 1)
+    assert full.failures(SCD2) == ("fail", 1)
+
+
+def test_a_recent_build_still_fails_on_a_fact_broken_recently(runs):
+    # Only the new orphan is read: the one planted 3 days ago stays outside the window.
+    assert runs["fresh"].failures(RELATIONSHIP) == ("fail", 1)
