@@ -169,13 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             emulator.wait()
             return emulator.returncode or 0
         log.info("Dagster UI:                     http://127.0.0.1:%d", args.port)
-        from sfdc_assets.objects import load_config
 
         log.info(
             "what happens: sensor sfdc_bootstrap backfills each object (one at a time, "
             "a few minutes in all), cdc_* sensors apply live changes every 15-120 s, "
-            "dbt_refresh builds the marts every %d min once bootstrapped",
-            load_config().settings.dbt_refresh_minutes,
+            "%s once bootstrapped",
+            _dbt_cadence(),
         )
         log.info(
             "a query to try (Closed Won deals, live):  .venv/bin/python scripts/query.py  "
@@ -196,6 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop(procs, groups)
+
+
+def _dbt_cadence() -> str:
+    """How often dbt builds, as the settings say (schedules per domain, else one sensor)."""
+    from sfdc_assets.objects import load_config
+
+    settings = load_config().settings
+    domains = settings.dbt.domains
+    if domains:
+        every = ", ".join(f"dbt_{name} every {minutes} min" for name, minutes in domains.items())
+        return f"dbt builds the marts per domain ({every})"
+    return f"dbt_refresh builds the marts every {settings.dbt_refresh_minutes} min"
 
 
 def stop(
