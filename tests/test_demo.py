@@ -38,6 +38,10 @@ def _graphql(port: int) -> dict | None:
         return None
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _session_processes(sid: int) -> list[str]:
     """What still runs in the demo's session (its pid leads it: start_new_session)."""
     import psutil
@@ -73,6 +77,10 @@ def test_demo_serves_the_emulator_and_loads_the_code_location_then_stops_cleanly
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
+        # A test run started in the background by a non-interactive shell ignores SIGINT,
+        # and children inherit that: the demo would never see the SIGINT this test stops it
+        # with (three fresh-clone CI runs launched with `( ... &)` timed out here).
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 180
