@@ -15,10 +15,13 @@ The manifest is read when `dbt_definitions()` is first called; a missing or stal
 `dbt parse`, see docs/dbt.md).
 """
 
+import fcntl
 import functools
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -183,8 +186,30 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     A stale check gives the same "edit a model, reload, see it" loop at no cost per run.
     """
     if manifest_is_stale(project):
-        dbt_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        _parse_and_publish(project)
     return project.manifest_path
+
+
+def _parse_and_publish(project: DbtProject) -> None:
+    """`dbt parse` once across processes, publishing the manifest whole.
+
+    Several processes load the code location at once (pytest workers, `dagster dev`'s code
+    server and its run workers): two parses writing one manifest.json left it half written
+    for a third to read (orjson "unexpected content after document"). So the parse runs
+    under an exclusive lock, into a private directory, and the manifest appears by rename.
+    """
+    target = Path(project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".parse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest_is_stale(project):  # another process parsed while we waited
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=target))
+        try:
+            dbt_resource().cli(["parse", "--quiet"], target_path=scratch).wait()
+            os.replace(scratch / "manifest.json", project.manifest_path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @functools.cache

@@ -1,8 +1,10 @@
 """sfdc_assets.dbt_assets: how Dagster sees the dbt project, and that loading it is cheap."""
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +36,36 @@ def _parse(tmp_path_factory) -> dg.AssetsDefinition:
     assert manifest == target / "manifest.json"
     assert manifest.exists()
     return dbt_assets.build_dbt_assets(manifest)
+
+
+def test_loaders_racing_on_a_fresh_checkout_parse_once_and_read_a_whole_manifest(
+    tmp_path, monkeypatch
+):
+    # Regression (CI on a fresh clone): two pytest workers parsed into one manifest.json at
+    # once and a third read it half written. The lock is per open file, so threads race
+    # exactly as processes do.
+    project = DbtProject(project_dir=dbt_assets.DBT_PROJECT_DIR, target_path=tmp_path / "t")
+    parses = []
+    real = dbt_assets.dbt_resource
+    monkeypatch.setattr(dbt_assets, "dbt_resource", lambda: parses.append(1) or real())
+    start = threading.Barrier(3)
+    results: list[object] = []
+
+    def load() -> None:
+        start.wait()
+        try:
+            results.append(json.loads(dbt_assets.ensure_manifest(project).read_bytes()))
+        except Exception as exc:  # the assertion below names it
+            results.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert [type(r) for r in results] == [dict] * 3, results
+    assert len(parses) == 1
+    assert sorted(p.name for p in project.target_path.iterdir()) == [".parse.lock", "manifest.json"]
 
 
 def test_importing_dbt_assets_neither_parses_dbt_nor_reads_a_manifest():
