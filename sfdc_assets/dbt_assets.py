@@ -198,7 +198,8 @@ def _parse_and_publish(project: DbtProject) -> None:
     for a third to read (orjson "unexpected content after document"). So the parse runs
     under an exclusive lock, into a private directory, and the manifest appears by rename.
     """
-    target = Path(project.target_path)
+    # target_path may be relative to the project, and loaders run from any directory.
+    target = project.manifest_path.parent
     target.mkdir(parents=True, exist_ok=True)
     with (target / ".parse.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,8 +44,12 @@ def test_loaders_racing_on_a_fresh_checkout_parse_once_and_read_a_whole_manifest
 ):
     # Regression (CI on a fresh clone): two pytest workers parsed into one manifest.json at
     # once and a third read it half written. The lock is per open file, so threads race
-    # exactly as processes do.
-    project = DbtProject(project_dir=dbt_assets.DBT_PROJECT_DIR, target_path=tmp_path / "t")
+    # exactly as processes do. The target path is relative to the project, as shipped, and
+    # the loaders run from another directory, as Dagster's processes do.
+    relative = Path(f"target-race-{os.getpid()}-{tmp_path.name}")
+    project = DbtProject(project_dir=dbt_assets.DBT_PROJECT_DIR, target_path=relative)
+    target = project.manifest_path.parent
+    monkeypatch.chdir(tmp_path)
     parses = []
     real = dbt_assets.dbt_resource
     monkeypatch.setattr(dbt_assets, "dbt_resource", lambda: parses.append(1) or real())
@@ -59,13 +64,17 @@ def test_loaders_racing_on_a_fresh_checkout_parse_once_and_read_a_whole_manifest
             results.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert [type(r) for r in results] == [dict] * 3, results
-    assert len(parses) == 1
-    assert sorted(p.name for p in project.target_path.iterdir()) == [".parse.lock", "manifest.json"]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert [type(r) for r in results] == [dict] * 3, results
+        assert len(parses) == 1
+        assert sorted(p.name for p in target.iterdir()) == [".parse.lock", "manifest.json"]
+        assert not any(tmp_path.iterdir())  # nothing written relative to the cwd
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def test_importing_dbt_assets_neither_parses_dbt_nor_reads_a_manifest():
