@@ -18,12 +18,16 @@ Commands (``args`` keys in parentheses):
   (> 100,000 -> GAP_OVERFLOW). ``gap`` (object, count): changes outside the app server.
 - ``fail`` (target: rest | bulk | pubsub | limit, ...): rest (status, count[, error_code]);
   bulk (count[, message]); pubsub (count[, status, error_code]); limit (kind: daily |
-  concurrent[, max, count, clear]).
+  concurrent | bulk-jobs | bulk-mb[, max, count, clear]): bulk-jobs / bulk-mb set the Max
+  of DailyBulkV2QueryJobs / DailyBulkV2QueryFileStorageMB (default: what the rolling 24 h
+  used already, so the next Bulk job is refused with EXCEEDED_QUOTA).
 - ``slow`` (target, seconds, count), ``expire-sessions``, ``delay-events`` (fraction,
   seconds), ``drop-events`` (fraction[, count]): events lost for good, the commits stand;
   ``duplicate-on-resubscribe`` (n), ``advance-clock`` (duration: "73h", "30m",
   "2d", "90s" or seconds), ``traffic`` (rate, mix, paused), ``reset-faults``, ``status``,
-  ``issue-token``, ``truth`` (object, out: Parquet path on the emulator's host).
+  ``issue-token``, ``truth`` (object, out: Parquet path on the emulator's host),
+  ``query-log`` ([clear]): the SOQL served by query, queryAll and Bulk job creation,
+  oldest first (the last 2,000), so a test can prove what reached the org.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class AdminApi:
             "status": self.status,
             "issue-token": self.issue_token,
             "truth": self.truth,
+            "query-log": self.query_log,
         }
 
     @property
@@ -466,7 +471,30 @@ class AdminApi:
             mx = int(args.get("max", 0))
             self.faults.concurrent_limit(mx)
             return {"kind": "concurrent", "max": mx}
-        raise AdminError(f"unknown limit {kind!r}: daily or concurrent")
+        if kind in ("bulk-jobs", "bulk-mb"):
+            bulk = self.ctx.extra.get("bulk")
+            if bulk is None:
+                raise AdminError("this server has no Bulk API")
+            setter = (
+                self.faults.bulk_jobs_limit if kind == "bulk-jobs" else self.faults.bulk_mb_limit
+            )
+            used = bulk.jobs_last_24h() if kind == "bulk-jobs" else bulk.megabytes_last_24h()
+            if clear:
+                setter(None)
+                return {
+                    "kind": kind,
+                    "max": bulk.jobs_max() if kind == "bulk-jobs" else bulk.mb_max(),
+                }
+            mx = int(args["max"]) if args.get("max") is not None else used
+            setter(mx)
+            return {"kind": kind, "max": mx, "used": used}
+        raise AdminError(f"unknown limit {kind!r}: daily, concurrent, bulk-jobs or bulk-mb")
+
+    def query_log(self, args: dict[str, Any]) -> dict[str, Any]:
+        entries = [{"endpoint": e, "soql": q} for e, q in list(self.ctx.soql_log)]
+        if args.get("clear"):
+            self.ctx.soql_log.clear()
+        return {"queries": entries}
 
     def slow(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("target", "rest")).lower()

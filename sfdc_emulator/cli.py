@@ -88,7 +88,8 @@ def admin_arguments(command: str, words: list[str]) -> dict[str, Any]:
             word if name in ("object", "field", "type", "target", "out") else (_parse_value(word))
         )
     if command == "fail" and args.get("target") == "limit" and "status" in args:
-        args["kind"] = str(args.pop("status"))  # `fail limit daily|concurrent`
+        # `fail limit daily|concurrent|bulk-jobs|bulk-mb`
+        args["kind"] = str(args.pop("status"))
     if command == "set-picklist" and isinstance(args.get("values"), str):
         args["values"] = [v for v in args["values"].split(",") if v]
     return args

@@ -51,6 +51,8 @@ class Faults:
         self._slow: dict[str, deque[float]] = {"rest": deque(), "bulk": deque(), "pubsub": deque()}
         self._daily_limit: int | None = None
         self._concurrent_limit: int | None = None
+        self._bulk_jobs_limit: int | None = None
+        self._bulk_mb_limit: int | None = None
         self._event_delay: EventDelay | None = None
         self._event_drop: EventDrop | None = None
         self._duplicates = 0
@@ -96,6 +98,16 @@ class Faults:
         """Concurrent long-running request limit (None: unlimited)."""
         with self._lock:
             self._concurrent_limit = n
+
+    def bulk_jobs_limit(self, max: int | None) -> None:
+        """Set DailyBulkV2QueryJobs Max (None: back to Salesforce's 10,000)."""
+        with self._lock:
+            self._bulk_jobs_limit = max
+
+    def bulk_mb_limit(self, max: int | None) -> None:
+        """Set DailyBulkV2QueryFileStorageMB Max (None: back to Salesforce's 976,562)."""
+        with self._lock:
+            self._bulk_mb_limit = max
 
     def delay_events(self, fraction: float, seconds: float) -> None:
         """``fraction`` of new CDC events are appended ``seconds`` late (0 disarms)."""
@@ -163,6 +175,16 @@ class Faults:
         with self._lock:
             return self._concurrent_limit
 
+    @property
+    def bulk_jobs_max(self) -> int | None:
+        with self._lock:
+            return self._bulk_jobs_limit
+
+    @property
+    def bulk_mb_max(self) -> int | None:
+        with self._lock:
+            return self._bulk_mb_limit
+
     def take_event_delay(self) -> float | None:
         """Seconds to hold back one new event, or None to publish it now."""
         with self._lock:
@@ -205,6 +227,8 @@ class Faults:
                 "session_epoch": self._session_epoch,
                 "daily_limit": self._daily_limit,
                 "concurrent_limit": self._concurrent_limit,
+                "bulk_jobs_limit": self._bulk_jobs_limit,
+                "bulk_mb_limit": self._bulk_mb_limit,
                 "event_delay": None
                 if self._event_delay is None
                 else {"fraction": self._event_delay.fraction, "seconds": self._event_delay.seconds},

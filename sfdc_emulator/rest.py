@@ -1,6 +1,7 @@
 """REST API routes of the emulator (``/services/data/...``) and the pieces shared with Bulk.
 
-Resources: versions list, per-version resource map, limits, describe global, sObject basic
+Resources: versions list, per-version resource map, limits, record counts (a snapshot
+refreshed every 5 minutes of org time, live rows only), describe global, sObject basic
 info and describe, query / queryAll with server-side cursors (``nextRecordsUrl``), record
 retrieve, getDeleted / getUpdated, and record create / update / delete through
 ``OrgStore.commit`` (so third-party tools can write too).
@@ -25,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -58,6 +59,11 @@ DELETED_WINDOW = timedelta(days=15)
 UPDATED_WINDOW = timedelta(days=30)
 MAX_REPLICATION_IDS = 600_000
 DEFAULT_DAILY_API_LIMIT = 100_000
+# /limits/recordCount is documented as approximate: Salesforce serves a periodically
+# refreshed figure, not a query, so the emulator serves a snapshot this old at most.
+RECORD_COUNT_REFRESH_MS = 5 * 60 * 1000
+RECORD_COUNT_MIN_VERSION = 40
+SOQL_LOG_SIZE = 2000  # statements kept for the admin ``query-log``
 
 
 class ApiError(Exception):
@@ -132,6 +138,12 @@ class ApiContext:
     instance_url: str = ""
     traffic: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # (endpoint, SOQL) of every query served, newest last (the admin ``query-log``).
+    soql_log: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=SOQL_LOG_SIZE))
+
+    def record_soql(self, endpoint: str, soql: str) -> None:
+        """Remember one served statement (query, queryAll or a Bulk job)."""
+        self.soql_log.append((endpoint, soql))
 
     def daily_max(self) -> int:
         override = self.faults.daily_limit_max if self.faults is not None else None
@@ -371,6 +383,8 @@ class RestApi:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.cursors = CursorRegistry(ctx.work_dir / "cursors")
+        self._counts_lock = threading.Lock()
+        self._counts: tuple[int, dict[str, int] | None] = (0, None)
 
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
         return JSONResponse(body, status)
@@ -404,6 +418,8 @@ class RestApi:
         bulk = self.ctx.extra.get("bulk")
         jobs_24h = bulk.jobs_last_24h() if bulk is not None else 0
         mb_24h = bulk.megabytes_last_24h() if bulk is not None else 0
+        jobs_max = bulk.jobs_max() if bulk is not None else 10000
+        mb_max = bulk.mb_max() if bulk is not None else 976562
 
         def lim(mx: int, remaining: int | None = None) -> dict[str, int]:
             return {"Max": mx, "Remaining": mx if remaining is None else max(0, remaining)}
@@ -422,8 +438,8 @@ class RestApi:
             "DailyAsyncApexExecutions": lim(250000),
             "DailyAsyncApexTests": lim(500),
             "DailyBulkApiBatches": lim(15000),
-            "DailyBulkV2QueryFileStorageMB": lim(976562, 976562 - mb_24h),
-            "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs_24h),
+            "DailyBulkV2QueryFileStorageMB": lim(mb_max, mb_max - mb_24h),
+            "DailyBulkV2QueryJobs": lim(jobs_max, jobs_max - jobs_24h),
             "DailyDeliveredPlatformEvents": lim(50000),
             "DailyDurableGenericStreamingApiEvents": lim(10000),
             "DailyDurableStreamingApiEvents": lim(10000),
@@ -457,6 +473,39 @@ class RestApi:
         }
         return self._json(body_out)
 
+    def record_count(self, request: Request, session: Session, body: bytes) -> Response:
+        """``/limits/recordCount[?sObjects=A,B]``: approximate live counts from a snapshot.
+
+        Like Salesforce: no soft-deleted rows, names the org does not know are left out,
+        no ``sObjects`` means every object, and the figure lags (refreshed every 5 minutes
+        of org time, so rows written since are not in it)."""
+        version = check_version(request)
+        if float(version) < RECORD_COUNT_MIN_VERSION:
+            raise not_found()
+        counts = self._record_counts()
+        wanted = request.query_params.get("sObjects")
+        if wanted is None:
+            names = sorted(counts)
+        else:
+            by_lower = {n.lower(): n for n in counts}
+            names = [
+                by_lower[w.strip().lower()]
+                for w in wanted.split(",")
+                if w.strip().lower() in by_lower
+            ]
+        return self._json({"sObjects": [{"count": counts[n], "name": n} for n in names]})
+
+    def _record_counts(self) -> dict[str, int]:
+        now = self.ctx.store.clock.now_ms()
+        with self._counts_lock:
+            taken, counts = self._counts
+            if counts is None or now - taken >= RECORD_COUNT_REFRESH_MS or now < taken:
+                counts = {
+                    name: self.ctx.store.count(name) for name in self.ctx.store.schema.names()
+                }
+                self._counts = (now, counts)
+            return counts
+
     def describe_global(self, request: Request, session: Session, body: bytes) -> Response:
         version = check_version(request)
         return self._json(describe_global(self.ctx.store.schema.objects(), version))
@@ -487,6 +536,7 @@ class RestApi:
             raise ApiError(400, "MALFORMED_QUERY", "A query string must be provided.")
         query = self._parse(soql)
         endpoint = "queryAll" if include_deleted else "query"
+        self.ctx.record_soql(endpoint, soql)
         batch_size = parse_batch_size(request.headers.get("sforce-query-options"))
         sql, params = to_sql(query, include_deleted=include_deleted)
         cur = self.ctx.store.read_cursor()
@@ -771,6 +821,7 @@ class RestApi:
             ApiRoute("/services/data", self.versions, auth=False, count=False),
             ApiRoute(base, self.resources),
             ApiRoute(base + "/limits", self.limits),
+            ApiRoute(base + "/limits/recordCount", self.record_count),
             ApiRoute(base + "/sobjects", self.describe_global),
             ApiRoute(base + "/query", self.query),
             ApiRoute(base + "/query/{locator}", self.query_more),

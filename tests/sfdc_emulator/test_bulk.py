@@ -242,3 +242,52 @@ def test_csv_lines_quote_every_non_null_value_and_leave_nulls_empty(emulator: Em
     assert header == '"Id"^"Name"^"Phone"^"NumberOfEmployees"^"IsDeleted"^"CreatedDate"'
     assert line.startswith(f'"{created}"^"Tab\there ""q"" ^ |"^^"12"^"false"^"')
     assert line.endswith('.000Z"')
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [("bulk-jobs", "DailyBulkV2QueryJobs"), ("bulk-mb", "DailyBulkV2QueryFileStorageMB")],
+)
+def test_exhausted_daily_bulk_allocation_refuses_new_jobs(
+    clean_faults: Emulator, kind: str, limit: str
+) -> None:
+    em = clean_faults
+    sf = em.sf()
+    list(sf.bulk2.Task.query("SELECT Id FROM Task"))
+    assert sf.limits()[limit]["Remaining"] > 0
+    em.admin("fail", target="limit", kind=kind)  # Max := what the last 24 h used
+    assert sf.limits()[limit]["Remaining"] == 0
+    created = api(em, "POST", "jobs/query", json={"operation": "query", "query": SOQL})
+    assert created.status_code == 400
+    assert created.json()[0]["errorCode"] == "EXCEEDED_QUOTA"
+    assert limit in created.json()[0]["message"]
+    em.admin("fail", target="limit", kind=kind, clear=True)
+    assert list(sf.bulk2.Task.query("SELECT Id FROM Task"))
+
+
+def test_bulk_job_allocation_is_a_rolling_24h_that_counts_deleted_jobs(
+    clean_faults: Emulator,
+) -> None:
+    em = clean_faults
+    job = api(em, "POST", "jobs/query", json={"operation": "query", "query": SOQL}).json()
+    wait_state(em, job["id"], {"JobComplete"})
+    used = em.sf().limits()["DailyBulkV2QueryJobs"]
+    assert api(em, "DELETE", f"jobs/query/{job['id']}").status_code == 204
+    assert em.sf().limits()["DailyBulkV2QueryJobs"] == used  # deleting gives nothing back
+    em.admin("fail", target="limit", kind="bulk-jobs")
+    refused = api(em, "POST", "jobs/query", json={"operation": "query", "query": SOQL})
+    assert refused.status_code == 400
+    em.admin("advance-clock", duration="24h")
+    assert em.sf().limits()["DailyBulkV2QueryJobs"]["Remaining"] > 0
+    assert list(em.sf().bulk2.Task.query("SELECT Id FROM Task"))
+
+
+def test_query_log_lists_the_soql_served(clean_faults: Emulator) -> None:
+    em = clean_faults
+    em.admin("query-log", clear=True)
+    em.sf().query("SELECT Id FROM Account LIMIT 1")
+    api(em, "POST", "jobs/query", json={"operation": "queryAll", "query": SOQL})
+    assert em.admin("query-log")["queries"] == [
+        {"endpoint": "query", "soql": "SELECT Id FROM Account LIMIT 1"},
+        {"endpoint": "bulk", "soql": SOQL},
+    ]

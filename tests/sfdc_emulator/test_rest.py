@@ -305,3 +305,27 @@ def test_records_can_be_written_through_rest(emulator: Emulator) -> None:
     assert emulator.store.get("Account", created["id"])["IsDeleted"] is True
     with pytest.raises(SalesforceMalformedRequest):
         sf.Account.create({"Name": "x", "NoSuchField__c": 1})
+
+
+def test_record_count_is_a_snapshot_of_live_rows_refreshed_every_five_minutes(
+    emulator: Emulator,
+) -> None:
+    sf = emulator.sf()
+
+    def counts(names: str) -> dict[str, int]:
+        body = sf.restful("limits/recordCount", params={"sObjects": names})
+        return {e["name"]: e["count"] for e in body["sObjects"]}
+
+    emulator.admin("advance-clock", duration="5m")  # a fresh snapshot from here
+    live = len(live_ids(emulator, "Lead"))
+    # Unknown objects are left out; soft-deleted rows are not counted.
+    assert counts("Lead,NoSuchThing__c") == {"Lead": live}
+    assert live < emulator.store.count("Lead", include_deleted=True)
+    created = sf.Lead.create({"LastName": "Counted later", "Company": "Snapshot Ltd"})
+    emulator.admin("advance-clock", duration="4m")
+    assert counts("Lead") == {"Lead": live}  # not live: the snapshot is 4 minutes old
+    emulator.admin("advance-clock", duration="1m")
+    assert counts("lead") == {"Lead": live + 1}  # refreshed; names are case-insensitive
+    sf.Lead.delete(created["id"])
+    everything = sf.restful("limits/recordCount")["sObjects"]
+    assert {e["name"] for e in everything} == set(emulator.store.schema.names())
