@@ -11,7 +11,7 @@
 - `live_count_matches_salesforce`: the reconciliation check on current (warn, scheduled).
 
 Partitions are UTC days of the change date; `BackfillPolicy.single_run()` turns a
-partition-range backfill into one run, hence one Bulk job (split by Id keyset only when
+partition-range backfill into one run, hence one Bulk job (split by time only when
 large), not one per day. The steps are plain functions (`raw.py`, `current.py`); the ops
 here open the resources, call them, and turn their results into Dagster events.
 """

@@ -4,7 +4,8 @@ Salesforce limits are per org and per rolling 24 h (reference §3.5, §4.1, §2.
 integrations share them. The governor:
 
 - counts every HTTP request we send to the org (the emulator and Salesforce count the same
-  thing), every Bulk query job and every CDC event requested for delivery;
+  thing), every Bulk query job, every MB of Bulk results downloaded and every CDC event
+  requested for delivery;
 - learns the org's limits from ``/limits`` and from the ``Sforce-Limit-Info`` header that
   every REST response carries;
 - refuses work with :class:`BudgetExhaustedError` once this run has used its share
@@ -35,17 +36,24 @@ from resources.salesforce.errors import BudgetExhaustedError, TransientApiError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Kind = Literal["api", "bulk_jobs", "cdc_events"]
+Kind = Literal["api", "bulk_jobs", "bulk_mb", "cdc_events"]
 
 # Names of the /limits entries each budget kind is governed by.
 LIMIT_NAMES: dict[Kind, str] = {
     "api": "DailyApiRequests",
     "bulk_jobs": "DailyBulkV2QueryJobs",
+    "bulk_mb": "DailyBulkV2QueryFileStorageMB",
     "cdc_events": "DailyDeliveredPlatformEvents",
 }
 # Used until /limits or a header tells us the org's real numbers: Enterprise Edition-ish
-# values (reference §2.7, §3.5), low enough to be safe.
-DEFAULT_MAX: dict[Kind, int] = {"api": 15_000, "bulk_jobs": 10_000, "cdc_events": 25_000}
+# values (reference §2.7, §3.5), low enough to be safe. Bulk results: 1 TB = 976,562 MB
+# per rolling 24 h, the same in every edition.
+DEFAULT_MAX: dict[Kind, int] = {
+    "api": 15_000,
+    "bulk_jobs": 10_000,
+    "bulk_mb": 976_562,
+    "cdc_events": 25_000,
+}
 _DAY_S = 86_400
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -205,7 +213,8 @@ class ApiBudget:
         if reason:
             raise BudgetExhaustedError(
                 f"API budget ({LIMIT_NAMES[kind]}) refuses {what or kind}: {reason}. "
-                "See docs/extraction.md#api-budget."
+                "See docs/extraction.md#api-budget.",
+                limit=LIMIT_NAMES[kind],
             )
 
     @contextmanager
@@ -266,6 +275,7 @@ class ApiBudget:
             return {
                 "api_requests": self.used["api"],
                 "bulk_jobs": self.used["bulk_jobs"],
+                "bulk_mb": self.used["bulk_mb"],
                 "cdc_events": self.used["cdc_events"],
                 "retries": self.retries,
                 "throttled": self.throttled,

@@ -1,17 +1,20 @@
 """Bulk API 2.0 backfill reader: windows -> queryAll jobs -> typed Parquet chunks.
 
 One backfill call reads ``[start, end)`` on SystemModstamp (never the last ``lag``
-minutes) with ``queryAll`` so soft-deleted rows come along, splits the window by Id keyset
-when ``SELECT COUNT()`` says one job would be too large, and reads each job's result
-pages (``maxRecords`` + ``Sforce-Locator``) into memory, one page ahead in a background
-thread, while the current page goes through polars (typed from describe) into one Parquet
-part in the landing store. Memory is bounded by the page size (at most ~3 pages of CSV),
-whatever the object size. The next job is created as soon as the current one is complete,
-so the org's query overlaps our download.
+minutes) with ``queryAll`` so soft-deleted rows come along, splits the window by time when
+its estimated size (the object's approximate record count spread over its SystemModstamp
+span; never a ``COUNT()``, which scans and times out on 500M rows) is over one job, and
+reads each job's result pages (``maxRecords`` + ``Sforce-Locator``) into memory, one
+page ahead in a background thread, while the current page goes through polars (typed from
+describe) into one Parquet part in the landing store. Memory is bounded by the page size
+(at most ~3 pages of CSV), whatever the object size. The next job is created as soon as
+the current one is complete, so the org's query overlaps our download.
 
 Resume: after each part the job id, the next locator and the parts written so far are
 checkpointed in the landing store; a call for the same window after a crash reuses the
 job (results stay fetchable while it exists, 7 days) and continues from that locator.
+The plan checkpoint records each piece once its batch is committed, so a call stopped by
+a daily allocation (:class:`BulkAllocationError`) and repeated the next day skips them.
 
 Every row carries ``_observed_at_ms`` = the job's ``createdDate`` (the org's clock, before
 the query ran): the observation start time R of DESIGN §4.
@@ -22,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -36,19 +40,29 @@ import polars as pl
 from resources.landing import BatchRef, LandingStore, Manifest, PartInfo
 from resources.salesforce import soql
 from resources.salesforce.csv_types import JOB_ID, OBSERVED_AT, read_page, schema_for
-from resources.salesforce.errors import ApiCallError, BulkJobFailedError
+from resources.salesforce.errors import (
+    ApiCallError,
+    BudgetExhaustedError,
+    BulkAllocationError,
+    BulkJobFailedError,
+)
 from resources.salesforce.rest import ObjectDescribe, SalesforceConnection, SalesforceRest
-from resources.salesforce.windows import ID_SPACE, Window, clamp_to_lag, id_to_int, split_by_id
+from resources.salesforce.windows import Window, clamp_to_lag, split_by_time
 
 log = logging.getLogger(__name__)
 
 # 50,000 rows of a wide object is ~25-50 MB of CSV: big enough to keep API calls per
 # million rows at ~20, small enough to keep a page's frames well under 1 GB.
 DEFAULT_PAGE_SIZE = 50_000
-# Above this, a window is split by Id so one job's results stay re-fetchable in
-# reasonable time and a failed job costs little to redo.
+# Above this (estimated), a window is split by time so one job's results stay
+# re-fetchable in reasonable time and a failed job costs little to redo: 2M Task rows are
+# ~630 MB of CSV, so a 500M-row bootstrap is ~250 jobs, 2.5% of the 10,000 a day.
 DEFAULT_MAX_ROWS_PER_JOB = 2_000_000
 DEFAULT_LAG = timedelta(minutes=5)
+_MB = 1 << 20
+# Bumped when the plan checkpoint's shape changes: plans of the Id-keyset planner (v1)
+# are not reused.
+_PLAN_VERSION = "v2"
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,9 @@ class BackfillResult:
     manifests: list[Manifest] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
     resumed_jobs: list[str] = field(default_factory=list)
+    # Jobs of pieces an earlier call of the same backfill landed (their batches are in
+    # ``manifests`` too, so a caller applies everything the window holds).
+    landed_before: list[str] = field(default_factory=list)
     # Seconds spent per stage, summed over jobs (run metadata; where the time goes).
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -104,21 +121,11 @@ def parse_sf_datetime(value: str) -> datetime:
 
 
 def _window_to(w: Window) -> dict[str, Any]:
-    return {
-        "start": w.start.isoformat(),
-        "end": w.end.isoformat(),
-        "id_lo": w.id_lo,
-        "id_hi": w.id_hi,
-    }
+    return {"start": w.start.isoformat(), "end": w.end.isoformat()}
 
 
 def _window_from(d: dict[str, Any]) -> Window:
-    return Window(
-        datetime.fromisoformat(d["start"]),
-        datetime.fromisoformat(d["end"]),
-        d.get("id_lo"),
-        d.get("id_hi"),
-    )
+    return Window(datetime.fromisoformat(d["start"]), datetime.fromisoformat(d["end"]))
 
 
 class BulkReader:
@@ -140,31 +147,67 @@ class BulkReader:
         # it simulates a process killed mid-download.
         self.after_part: Callable[[str, int], None] | None = None
         self.timings: dict[str, float] = {}
+        # Per reader (one run): the object's approximate size and SystemModstamp span.
+        self._sizes: dict[str, tuple[int, datetime, datetime] | None] = {}
+        self._mb_lock = threading.Lock()
+        self._result_bytes = 0
+        self._charged_mb = 0
 
     def plan(self, obj: str, window: Window) -> list[Window]:
-        """Split ``window`` by Id keyset until every piece fits one job."""
-        total = self.rest.count(obj, window.where())
-        if total <= self.options.max_rows_per_job:
-            return [window] if total else []
-        lo, hi = self._id_range(obj, window)
+        """Split ``window`` by time into pieces of about ``max_rows_per_job`` rows.
 
-        def count(w: Window) -> int:
-            return self.rest.count(obj, w.where())
-
-        pieces = split_by_id(window, total, count, self.options.max_rows_per_job, lo=lo, hi=hi)
-        log.info("split %s window %s into %d Id ranges", obj, window.key(), len(pieces))
+        No ``COUNT()``: the window's first and last SystemModstamp (two indexed
+        ``ORDER BY … LIMIT 1`` reads; an empty window plans no job at all) and a density
+        estimate, the object's approximate record count over its whole SystemModstamp span.
+        """
+        first = self._edge(obj, window, "ASC")
+        if first is None:
+            return []
+        last = self._edge(obj, window, "DESC") or first
+        rows = self._estimate_rows(obj, first, last)
+        pieces = split_by_time(
+            window, first, last, max(1, math.ceil(rows / self.options.max_rows_per_job))
+        )
+        if len(pieces) > 1:
+            log.info(
+                "split %s window %s into %d time ranges (~%d rows estimated)",
+                obj,
+                window.key(),
+                len(pieces),
+                rows,
+            )
         return pieces
 
-    def _id_range(self, obj: str, window: Window) -> tuple[int, int]:
-        def edge(order: str) -> str | None:
-            q = soql.select(obj, ["Id"], window.where(), suffix=f"ORDER BY Id {order} LIMIT 1")
-            rows = list(self.rest.query_all(q, what=f"Id range {obj}"))
-            return rows[0]["Id"] if rows else None
+    def _edge(self, obj: str, window: Window | None, order: str) -> datetime | None:
+        """The smallest (ASC) or largest (DESC) SystemModstamp in ``window`` (None: all)."""
+        q = soql.select(
+            obj,
+            ["SystemModstamp"],
+            window.where() if window is not None else None,
+            suffix=f"ORDER BY SystemModstamp {order} LIMIT 1",
+        )
+        rows = list(self.rest.query_all(q, what=f"SystemModstamp edge {obj}"))
+        return parse_sf_datetime(rows[0]["SystemModstamp"]) if rows else None
 
-        first, last = edge("ASC"), edge("DESC")
-        if first is None or last is None:
-            return 0, ID_SPACE
-        return id_to_int(first), id_to_int(last) + 1
+    def _estimate_rows(self, obj: str, first: datetime, last: datetime) -> int:
+        """Rows expected in ``[first, last]``: the object's density times the span.
+
+        Uniform density is an assumption (a data load stamps many rows in a short span);
+        a piece denser than estimated is a longer job, never a gap.
+        """
+        if obj not in self._sizes:
+            counts = self.rest.record_counts([obj])
+            lo, hi = self._edge(obj, None, "ASC"), self._edge(obj, None, "DESC")
+            total = next((n for name, n in counts.items() if name.lower() == obj.lower()), 0)
+            self._sizes[obj] = (total, lo, hi) if lo is not None and hi is not None else None
+        size = self._sizes[obj]
+        if size is None:
+            return 0
+        total, lo, hi = size
+        second = timedelta(seconds=1)
+        span_ms = max((hi - lo + second) / timedelta(milliseconds=1), 1.0)
+        window_ms = max((last - first + second) / timedelta(milliseconds=1), 1.0)
+        return math.ceil(total / span_ms * min(window_ms, span_ms))
 
     def backfill(
         self,
@@ -189,50 +232,89 @@ class BulkReader:
         names = list(fields) if fields else describe.field_names
         for name in names:
             describe.field(name)  # unknown field -> KeyError naming it
-        # The plan (clamped window and its Id pieces) is checkpointed under the requested
-        # window, so a re-run after a crash reads the same pieces (hence the same jobs)
-        # even though "now" and the counts have moved on.
+        # The plan (clamped window and its pieces) is checkpointed under the requested
+        # window, so a re-run after a crash or an exhausted allocation reads the same
+        # pieces (hence the same jobs) even though "now" and the data have moved on, and
+        # skips the pieces it records as landed.
         plan_key = hashlib.sha256(
-            f"{obj}|{start.isoformat()}|{end.isoformat()}|{','.join(names)}".encode()
+            f"{_PLAN_VERSION}|{obj}|{start.isoformat()}|{end.isoformat()}|{','.join(names)}".encode()
         ).hexdigest()[:16]
         plan_name = f"bulk/{obj}/plan-{plan_key}"
-        saved = self.landing.read_checkpoint(plan_name)
-        if saved is not None:
-            pieces = [_window_from(d) for d in saved["pieces"]]
-            window = _window_from(saved["window"]) if saved["window"] else None
-        else:
+        plan_state = self.landing.read_checkpoint(plan_name)
+        if plan_state is None:
             if now is None:
                 now = datetime.fromtimestamp(self.conn.clock.now_ms() / 1000, UTC)
-            window = clamp_to_lag(start, end, now, self.options.lag)
-            pieces = self.plan(obj, window) if window is not None else []
-            self.landing.write_checkpoint(
-                plan_name,
-                {
-                    "window": _window_to(window) if window else None,
-                    "pieces": [_window_to(p) for p in pieces],
-                },
-            )
+            clamped = clamp_to_lag(start, end, now, self.options.lag)
+            planned = self.plan(obj, clamped) if clamped is not None else []
+            plan_state = {
+                "window": _window_to(clamped) if clamped else None,
+                "pieces": [_window_to(p) for p in planned],
+                "landed": {},
+            }
+            self.landing.write_checkpoint(plan_name, plan_state)
+        pieces = [_window_from(d) for d in plan_state["pieces"]]
+        window = _window_from(plan_state["window"]) if plan_state["window"] else None
+        landed: dict[str, dict[str, str]] = plan_state.setdefault("landed", {})
         result = BackfillResult(obj, window)
         self.timings = result.timings
+        todo = []
         for i, piece in enumerate(pieces):
-            ahead = pieces[i + 1] if i + 1 < len(pieces) else None
+            before = landed.get(str(i))
+            manifest = self._landed_manifest(obj, before) if before else None
+            if before is None or manifest is None:
+                todo.append((i, piece))
+                continue
+            result.manifests.append(manifest)
+            result.jobs.append(before["job_id"])
+            result.landed_before.append(before["job_id"])
+        for n, (i, piece) in enumerate(todo):
+            ahead = todo[n + 1][1] if n + 1 < len(todo) else None
 
             def create_next(ahead: Window | None = ahead) -> None:
                 # One job ahead, created once this one is complete: the org runs the next
                 # query while we download this one, and not while it runs this one (two
-                # queries at once made the first one's wait ~2x longer on 2 CPUs).
-                if ahead is not None:
+                # queries at once made the first one's wait ~2x longer on 2 CPUs). A
+                # refusal here must not cost this piece: the next piece meets it again
+                # once this one has landed.
+                if ahead is None:
+                    return
+                try:
                     self._job_state(obj, names, ahead, prefetch=True)
+                except BudgetExhaustedError as exc:
+                    log.warning(
+                        "not creating the next %s Bulk job ahead: %s allocation refused",
+                        obj,
+                        exc.limit or "an",
+                    )
 
-            manifest, job_id, resumed = self.extract(
-                obj, describe, names, piece, when_complete=create_next, meta=meta
-            )
+            def landed_piece(manifest: Manifest, job_id: str, i: int = i) -> None:
+                landed[str(i)] = {"day": manifest.day, "batch": manifest.batch_id, "job_id": job_id}
+                self.landing.write_checkpoint(plan_name, plan_state)
+
+            try:
+                manifest, job_id, resumed = self.extract(
+                    obj,
+                    describe,
+                    names,
+                    piece,
+                    when_complete=create_next,
+                    meta=meta,
+                    on_commit=landed_piece,
+                )
+            except BudgetExhaustedError as exc:
+                raise BulkAllocationError(
+                    obj, exc.limit, len(landed), len(pieces), str(exc)
+                ) from exc
             result.manifests.append(manifest)
             result.jobs.append(job_id)
             if resumed:
                 result.resumed_jobs.append(job_id)
         self.landing.clear_checkpoint(plan_name)
         return result
+
+    def _landed_manifest(self, obj: str, landed: Mapping[str, str]) -> Manifest | None:
+        ref = BatchRef("backfill", obj, date.fromisoformat(landed["day"]), landed["batch"])
+        return self.landing.manifest(ref)
 
     def _job_state(
         self, obj: str, names: Sequence[str], window: Window, *, prefetch: bool = False
@@ -275,10 +357,13 @@ class BulkReader:
         *,
         when_complete: Callable[[], None] | None = None,
         meta: Mapping[str, Any] | None = None,
+        on_commit: Callable[[Manifest, str], None] | None = None,
     ) -> tuple[Manifest, str, bool]:
         """Run (or resume) one queryAll job for ``window`` and commit its batch.
 
-        ``when_complete`` is called once the job is JobComplete, before its download."""
+        ``when_complete`` is called once the job is JobComplete, before its download;
+        ``on_commit`` once the batch is committed, before the job's checkpoint is cleared
+        (so a crash in between cannot land the piece twice)."""
         ckpt_name, state, resumed = self._job_state(obj, names, window)
         query = state.get("query") or soql.select(obj, names, window.where())
         job_id = state["job_id"]
@@ -336,6 +421,8 @@ class BulkReader:
                 **(meta or {}),
             },
         )
+        if on_commit is not None:
+            on_commit(manifest, job_id)
         self.landing.clear_checkpoint(ckpt_name)
         return manifest, job_id, resumed
 
@@ -426,7 +513,21 @@ class BulkReader:
                 body = body.replace(b"\x00", b"")
             return body, "" if next_locator == "null" else next_locator
 
-        return self.conn.call(get, what=f"Bulk results {job_id}", long=True)
+        # At least one MB of the daily result allocation must be left before a page; the
+        # page is charged once read (whole MB of uncompressed CSV, summed over the run).
+        self.conn.governor.acquire("bulk_mb", what=f"Bulk results {job_id}")
+        body, next_locator = self.conn.call(get, what=f"Bulk results {job_id}", long=True)
+        self._charge_mb(len(body))
+        return body, next_locator
+
+    def _charge_mb(self, size: int) -> None:
+        """Charge the governor's ``bulk_mb`` for ``size`` more bytes of results."""
+        with self._mb_lock:
+            self._result_bytes += size
+            whole = self._result_bytes // _MB - self._charged_mb
+            self._charged_mb += whole
+        if whole:
+            self.conn.governor.record("bulk_mb", whole)
 
 
 class _PagePrefetcher:

@@ -41,17 +41,39 @@ class TransientApiError(ApiCallError):
 class BudgetExhaustedError(SalesforceError):
     """The configured share of the org's API limits is spent; work is refused, not queued.
 
-    Runbook: wait for the rolling 24 h window to free capacity, or raise
+    ``limit`` names the allocation (``DailyApiRequests``, ``DailyBulkV2QueryJobs``, …) when
+    it is known. Runbook: wait for the rolling 24 h window to free capacity, or raise
     ``SFDC_API_BUDGET_PCT`` if the org has headroom (docs/extraction.md, "API budget").
     """
+
+    def __init__(self, message: str, *, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class BulkAllocationError(BudgetExhaustedError):
+    """A backfill stopped because a daily allocation ran out before every piece landed.
+
+    The pieces already landed stay landed (committed batches) and the plan checkpoint
+    records them, so the same backfill call after the rolling 24 h window frees capacity
+    skips them and lands the rest (docs/extraction.md, "Daily Bulk allocations").
+    """
+
+    def __init__(self, obj: str, limit: str, landed: int, planned: int, cause: str) -> None:
+        super().__init__(
+            f"Bulk backfill of {obj} stopped: the {limit or 'daily Bulk'} allocation is used up "
+            f"({cause}); {landed} of {planned} pieces landed and are kept. Run the same backfill "
+            "again once the rolling 24 h window frees capacity (the next day): it skips the "
+            "landed pieces. See docs/extraction.md#daily-bulk-allocations.",
+            limit=limit,
+        )
+        self.object = obj
+        self.landed = landed
+        self.planned = planned
 
 
 class BulkJobFailedError(SalesforceError):
     """A Bulk 2.0 query job ended Failed or Aborted."""
-
-
-class WindowTooLargeError(SalesforceError):
-    """A backfill window cannot be split further (one Id range still over the row cap)."""
 
 
 class PubSubError(SalesforceError):

@@ -5,7 +5,7 @@
 estimate), the token provider, and a simple-salesforce client rebuilt whenever the token
 changes (its ``session_id`` mode never refreshes by itself). :class:`SalesforceRest` adds
 the calls the platform needs: describe, queryAll, retrieve by Ids, deleted/updated,
-``SELECT COUNT()`` and ``/limits``.
+``SELECT COUNT()`` (checks only: it scans), ``/limits`` and ``/limits/recordCount``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ REQUEST_TIMEOUT_S = 300
 # Bulk 2.0 rejects them in SELECT (reference §3.2).
 COMPOUND_TYPES = frozenset({"address", "location"})
 _UNCOUNTED = frozenset({401, 403})
+# Error codes of an exhausted allocation (Bulk 2.0 query jobs or result storage per 24 h):
+# ExceededQuota in the Bulk error list, EXCEEDED_QUOTA / LIMIT_EXCEEDED as REST codes.
+_QUOTA_CODES = frozenset({"EXCEEDED_QUOTA", "ExceededQuota", "LIMIT_EXCEEDED"})
 
 
 @dataclass(frozen=True)
@@ -177,11 +180,28 @@ def classify_error(exc: Exception, *, what: str) -> Exception:
             )
         return BudgetExhaustedError(
             f"{what}: the org's daily API limit is exhausted (REQUEST_LIMIT_EXCEEDED). "
-            "Stop and wait for the rolling 24 h window; see docs/extraction.md#api-budget."
+            "Stop and wait for the rolling 24 h window; see docs/extraction.md#api-budget.",
+            limit="DailyApiRequests",
+        )
+    if code in _QUOTA_CODES:
+        return BudgetExhaustedError(
+            f"{what}: the org refused it, a daily allocation is used up ({code}). Stop and "
+            "wait for the rolling 24 h window; see docs/extraction.md#daily-bulk-allocations.",
+            limit=_allocation_named(message),
         )
     if status in (502, 503, 504) or code == "SERVER_UNAVAILABLE":
         return TransientApiError(f"{what}: HTTP {status} {code}", status=status, error_code=code)
     return ApiCallError(f"{what}: HTTP {status} {code}: {message}", status=status, error_code=code)
+
+
+def _allocation_named(message: str) -> str:
+    """Which Bulk allocation an org's quota error is about (its message names it)."""
+    low = message.lower()
+    if "storage" in low or "mb" in low.split() or "size" in low:
+        return "DailyBulkV2QueryFileStorageMB"
+    if "job" in low:
+        return "DailyBulkV2QueryJobs"
+    return ""
 
 
 def _error_code(content: Any) -> tuple[str, str]:
@@ -330,8 +350,29 @@ class SalesforceRest:
 
             result = self.conn.call(next_page, what=what, long=True)
 
+    def record_counts(self, objects: Sequence[str]) -> dict[str, int]:
+        """Approximate live row counts from ``/limits/recordCount?sObjects=…``.
+
+        Salesforce documents the counts as approximate (a periodically refreshed figure,
+        not a query), without soft-deleted or archived rows; objects it does not know are
+        left out of the answer (REST API guide, "Record Count"). Cheap whatever the size.
+        """
+        names = [soql.identifier(o) for o in objects]
+        body = self.conn.call(
+            lambda sf: sf.restful("limits/recordCount", params={"sObjects": ",".join(names)}),
+            what="record counts",
+        )
+        return {
+            str(entry["name"]): int(entry["count"])
+            for entry in (body or {}).get("sObjects", [])
+            if isinstance(entry, Mapping) and "name" in entry and "count" in entry
+        }
+
     def count(self, obj: str, where: str | None = None, *, include_deleted: bool = True) -> int:
-        """``SELECT COUNT() FROM obj [WHERE …]`` (queryAll by default, so deletes count)."""
+        """``SELECT COUNT() FROM obj [WHERE …]`` (queryAll by default, so deletes count).
+
+        It scans every matching row, so the Bulk planner never uses it (over 500M rows it
+        risks QUERY_TIMEOUT); checks that need an exact count do."""
         q = f"SELECT COUNT() FROM {soql.identifier(obj)}" + (f" WHERE {where}" if where else "")
         body = self.conn.call(
             lambda sf: sf.query(q, include_deleted=include_deleted), what=f"count {obj}"

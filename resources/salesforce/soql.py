@@ -42,13 +42,6 @@ def record_id(value: str) -> str:
     return value
 
 
-def id_boundary(value: str) -> str:
-    """Validate an Id keyset boundary: 1-18 base62 characters."""
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9]{1,18}", value):
-        raise InvalidIdentifierError(f"not a valid Id boundary: {value!r}")
-    return value
-
-
 def datetime_literal(value: datetime) -> str:
     """A SOQL datetime literal in UTC (tz-aware input required; naive is ambiguous)."""
     if value.tzinfo is None:

@@ -56,6 +56,16 @@ class Emulator:
     def client(self, **overrides: Any) -> SalesforceClient:
         return SalesforceClient(self.settings(**overrides))
 
+    def admin(self, command: str, **args: Any) -> Any:
+        """An admin command over HTTPS (``sfdc_emulator.admin``), as the CLI sends it."""
+        from sfdc_emulator.admin import admin_call
+
+        return admin_call(self.server.info, command, **args)
+
+    def soql_served(self) -> list[str]:
+        """The SOQL the org served since the last call (query, queryAll, Bulk jobs)."""
+        return [q["soql"] for q in self.admin("query-log", clear=True)["queries"]]
+
 
 def start_emulator(state_dir: Path, scale: str | int = "tiny") -> Emulator:
     """Start the emulator (HTTPS + gRPC over TLS) on free loopback ports."""

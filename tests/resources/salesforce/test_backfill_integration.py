@@ -62,15 +62,39 @@ def test_full_backfill_of_every_object_equals_truth(
     assert got["_observed_at_ms"].null_count() == 0
 
 
-def test_large_window_is_split_by_id_keyset_without_overlap(
-    client: SalesforceClient, tmp_path: Path
+def test_large_window_is_split_by_time_without_count_or_overlap(
+    emulator: Emulator, client: SalesforceClient, tmp_path: Path
 ) -> None:
     store = LandingStore(str(tmp_path / "landing"))
+    emulator.soql_served()
     result = client.bulk(store, OPTIONS).backfill("OpportunityLineItem", START, END, now=future())
+    served = emulator.soql_served()
     got = landed(store, result)
     assert len(result.jobs) >= 2  # 60 rows, 40 per job
     assert got["Id"].n_unique() == got.height == 60
     assert client.governor.used["bulk_jobs"] == len(result.jobs)
+    # Planned from SystemModstamp edges and the record count: no COUNT() reached the org.
+    assert served and not [q for q in served if "COUNT(" in q.upper()]
+    windows = [m.meta["window"] for m in result.manifests]
+    assert len(set(windows)) == len(windows)  # one job per time piece
+    for m in result.manifests:  # each piece holds only rows of its own time range
+        part = store.read(m)
+        start, end = (datetime.strptime(t, "%Y%m%dT%H%M%S") for t in m.meta["window"].split("-"))
+        stamps = part["SystemModstamp"].dt.replace_time_zone(None)
+        assert stamps.min() >= start and stamps.max() < end
+
+
+def test_empty_window_creates_no_bulk_job(
+    emulator: Emulator, client: SalesforceClient, tmp_path: Path
+) -> None:
+    store = LandingStore(str(tmp_path / "landing"))
+    emulator.soql_served()
+    empty_start, empty_end = datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 2, 1, tzinfo=UTC)
+    result = client.bulk(store, OPTIONS).backfill("Task", empty_start, empty_end, now=future())
+    assert result.jobs == [] and result.manifests == []
+    assert client.governor.used["bulk_jobs"] == 0
+    served = emulator.soql_served()
+    assert len(served) == 1 and "ORDER BY SystemModstamp ASC LIMIT 1" in served[0]
 
 
 def test_re_backfill_of_a_sub_window_changes_nothing(

@@ -39,6 +39,19 @@ def test_run_share_is_refused_with_a_clear_error() -> None:
     assert b.refused == 1
 
 
+def test_bulk_result_megabytes_are_a_budget_kind_of_their_own() -> None:
+    b = ApiBudget(total_pct=100, run_pct=100, floor_pct=10)
+    assert b.org_usage("bulk_mb") == (976_562, None)  # 1 TB until /limits says otherwise
+    b.observe_limits({"DailyBulkV2QueryFileStorageMB": {"Max": 100, "Remaining": 12}})
+    b.acquire("bulk_mb")
+    b.record("bulk_mb", 2)  # remaining decays locally: 10 left, the floor
+    assert b.org_usage("bulk_mb") == (100, 10) and b.snapshot()["bulk_mb"] == 2
+    with pytest.raises(BudgetExhaustedError, match="DailyBulkV2QueryFileStorageMB") as info:
+        b.acquire("bulk_mb", what="Bulk results 750x")
+    assert info.value.limit == "DailyBulkV2QueryFileStorageMB"
+    b.acquire("api")  # other kinds are not affected
+
+
 def test_org_floor_protects_other_integrations() -> None:
     b = ApiBudget(run_pct=100, floor_pct=10)
     b.observe_limit_info("api-usage=905/1000")

@@ -6,7 +6,11 @@ import time
 from email.utils import formatdate
 
 import pytest
-from simple_salesforce.exceptions import SalesforceGeneralError, SalesforceRefusedRequest
+from simple_salesforce.exceptions import (
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
+)
 
 from resources.salesforce.auth import make_session
 from resources.salesforce.errors import ApiCallError, BudgetExhaustedError, TransientApiError
@@ -34,6 +38,25 @@ def test_limit_errors_split_into_transient_and_exhausted() -> None:
     daily = classify_error(refused("TotalRequests Limit exceeded."), what="q")
     assert isinstance(concurrent, TransientApiError)
     assert isinstance(daily, BudgetExhaustedError)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "limit"),
+    [
+        ("EXCEEDED_QUOTA", "Max bulk v2 query jobs per 24 hrs exceeded", "DailyBulkV2QueryJobs"),
+        ("LIMIT_EXCEEDED", "Query results storage MB exceeded", "DailyBulkV2QueryFileStorageMB"),
+        ("EXCEEDED_QUOTA", "quota exceeded", ""),
+    ],
+)
+def test_an_exhausted_bulk_allocation_is_budget_exhaustion_naming_it(
+    code: str, message: str, limit: str
+) -> None:
+    refusal = SalesforceMalformedRequest("u", 400, "r", [{"errorCode": code, "message": message}])
+    err = classify_error(refusal, what="create Bulk job Task")
+    assert isinstance(err, BudgetExhaustedError) and err.limit == limit
+    assert "rolling 24 h" in str(err)
+    daily = classify_error(refused("TotalRequests Limit exceeded."), what="q")
+    assert isinstance(daily, BudgetExhaustedError) and daily.limit == "DailyApiRequests"
 
 
 def test_503_is_transient_and_a_bad_query_is_not() -> None:
