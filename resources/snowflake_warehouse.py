@@ -216,20 +216,8 @@ class SnowflakeWarehouse(ConfigurableResource):
                 )
         return self._con
 
-    def _is_schema_ddl(self, sql: str) -> bool:
-        # The engine's helpers issue `CREATE SCHEMA IF NOT EXISTS "<layer schema>"` before
-        # their tables; under least privilege that is this adapter's decision, not theirs.
-        prefix = "CREATE SCHEMA IF NOT EXISTS "
-        if not sql.startswith(prefix):
-            return False
-        wanted = {quote_identifier(s, "snowflake") for s in self.schema_names.all()}
-        return sql[len(prefix) :].strip() in wanted
-
     def execute(self, sql: str, params: list | tuple | None = None) -> int:
         """Run one statement; return the affected row count."""
-        if not self.may_create_schemas() and self._is_schema_ddl(sql):
-            self.ensure_schemas()
-            return 0
         cur = self.connection.cursor()
         cur.execute(sql, params)
         return int(cur.rowcount) if cur.rowcount is not None else -1

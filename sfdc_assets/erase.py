@@ -34,7 +34,7 @@ import dagster as dg
 
 from resources.environment import Environment, sfdc_env
 from resources.landing import LandingStore
-from sfdc_assets.resources import DEFAULT_LANDING_URL, LANDING, WAREHOUSE
+from sfdc_assets.resources import DEFAULT_LANDING_URL, ERASE_WAREHOUSE, LANDING
 from sync_engine import erasure
 from sync_engine.dialect import dialect_of
 from sync_engine.erasure import ErasureAudit, InvalidErasureRequestError
@@ -304,7 +304,7 @@ class EraseConfig(dg.Config):
     dry_run: bool = False
 
 
-@dg.op(name="erase_subject", required_resource_keys={WAREHOUSE, LANDING})
+@dg.op(name="erase_subject", required_resource_keys={ERASE_WAREHOUSE, LANDING})
 def erase_subject_op(context: dg.OpExecutionContext, config: EraseConfig) -> dg.Output:
     """Erase the configured records everywhere and record the audit row."""
     request = ErasureRequest(
@@ -316,7 +316,7 @@ def erase_subject_op(context: dg.OpExecutionContext, config: EraseConfig) -> dg.
         dry_run=config.dry_run,
     )
     audit = erase_subject(
-        context.resources.warehouse,
+        context.resources.erase_warehouse,
         context.resources.landing.store(),
         request,
         run_id=context.run_id,

@@ -104,7 +104,8 @@ def ensure_tables(warehouse: Warehouse) -> None:
     """Create `sfdc_meta.erasures` and `sfdc_meta.erasure_suppressions` if absent."""
     q = dialect_of(warehouse).q
     meta = warehouse.schema_names.meta
-    warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {q(meta)}")
+    # The adapter decides whether schemas may be created (least privilege on Snowflake).
+    warehouse.ensure_schemas()
     counts = ", ".join(f"{q(c)} BIGINT NOT NULL" for c in COUNT_COLUMNS)
     warehouse.execute(
         f"CREATE TABLE IF NOT EXISTS {qualified(warehouse, meta, ERASURES)} ("

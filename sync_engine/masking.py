@@ -353,7 +353,8 @@ def ensure_ledger(warehouse: Warehouse) -> str:
     q = dialect_of(warehouse).q
     meta = warehouse.schema_names.meta
     table = f"{q(meta)}.{q(LEDGER)}"
-    warehouse.execute(f"CREATE SCHEMA IF NOT EXISTS {q(meta)}")
+    # The adapter decides whether schemas may be created (least privilege on Snowflake).
+    warehouse.ensure_schemas()
     warehouse.execute(
         f"CREATE TABLE IF NOT EXISTS {table} ({q('target')} VARCHAR NOT NULL, "
         f"{q('policy_name')} VARCHAR NOT NULL, {q('body_sha')} VARCHAR NOT NULL, "

@@ -79,11 +79,6 @@ def raw_columns(spec: ObjectSpec) -> list[str]:
     return [*RAW_META_COLUMNS, IS_DELETED_COLUMN, *spec.columns]
 
 
-def create_schema(d: SqlDialect, schema: str) -> str:
-    """CREATE SCHEMA IF NOT EXISTS."""
-    return f"CREATE SCHEMA IF NOT EXISTS {d.q(schema)}"
-
-
 def create_raw(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
     """Raw: append-only, typed fields next to the payload as received."""
     cols = [f"{d.q(c)} {ddl}" for c, ddl in _meta_ddl(d).items()]

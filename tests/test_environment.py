@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import jinja2
 import pytest
 import yaml
@@ -78,3 +80,40 @@ def test_profiles_yml_falls_back_to_the_same_file_from_dbt_s_directory() -> None
 
     assert list(fallback) == ["WAREHOUSE_DUCKDB_PATH"]
     assert (REPO / "dbt" / path).resolve() == (REPO / DEFAULT_DUCKDB_PATH).resolve()
+
+
+def _resolved(resource: dg.ConfigurableResource) -> Any:
+    # The values a run would see: Dagster resolves the EnvVars when a run starts.
+    with dg.build_resources({"r": resource}) as built:
+        return built.r
+
+
+def test_the_erase_job_connects_as_the_eraser_not_as_the_loader(monkeypatch) -> None:
+    for name, value in {
+        "SNOWFLAKE_ACCOUNT": "acme-xy123",
+        "SNOWFLAKE_DATABASE": "SFDC",
+        "SNOWFLAKE_USER": "SFDC_LOADER_SVC",
+        "SNOWFLAKE_PRIVATE_KEY_PATH": "/secrets/loader.p8",
+        "SNOWFLAKE_ROLE": "SFDC_LOADER",
+        "SNOWFLAKE_ERASER_USER": "SFDC_ERASER_SVC",
+        "SNOWFLAKE_ERASER_PRIVATE_KEY_PATH": "/secrets/eraser.p8",
+    }.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources({"SFDC_ENV": "prod"})
+    loader, eraser = (_resolved(resources[k]) for k in ("warehouse", "erase_warehouse"))
+    assert (loader.user, loader.role, loader.private_key_path) == (
+        "SFDC_LOADER_SVC",
+        "SFDC_LOADER",
+        "/secrets/loader.p8",
+    )
+    # The role deploy/snowflake/setup.sql grants the audit tables to, unless overridden.
+    assert (eraser.user, eraser.role, eraser.private_key_path) == (
+        "SFDC_ERASER_SVC",
+        "SFDC_ERASER",
+        "/secrets/eraser.p8",
+    )
+    assert eraser.account == loader.account and eraser.database == loader.database
+    monkeypatch.setenv("SNOWFLAKE_ERASER_ROLE", "GDPR_ERASER")
+    assert _resolved(build_resources({"SFDC_ENV": "prod"})["erase_warehouse"]).role == (
+        "GDPR_ERASER"
+    )

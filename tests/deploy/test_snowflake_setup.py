@@ -26,7 +26,7 @@ import yaml
 from sqlglot import exp
 
 from resources import snowflake_setup
-from resources.snowflake_warehouse import SnowflakeWarehouse
+from resources.snowflake_warehouse import SchemaSetupError, SnowflakeWarehouse
 from sync_engine import erasure, masking, registry
 from sync_engine.spec import ObjectSpec
 from sync_engine.warehouse import SchemaNames
@@ -235,6 +235,32 @@ def test_script_objects_run_on_fakesnow_and_the_loader_syncs_without_create_sche
     assert {t: _columns(fresh, t) for t in script_cols} == script_cols
     assert len(script_cols["ERASURES"]) == 21
     fresh.close()
+
+
+def test_erase_and_masking_tables_leave_schema_creation_to_the_adapter(
+    fake_snowflake: None,
+) -> None:
+    import snowflake.connector
+
+    db = f"NOSCHEMAS{next(_numbers)}"
+    con = snowflake.connector.connect(account="fake", user="admin", password="x")
+    con.cursor().execute(f"CREATE DATABASE {db}")
+    con.close()
+    loader = SnowflakeWarehouse(
+        account="fake", user="fake", password="x", database=db, create_schemas=False
+    )
+    # Under least privilege a missing schema is an error naming the setup command, from
+    # every helper that needs the meta schema, and nothing is created on the way.
+    for ensure in (erasure.ensure_tables, masking.ensure_ledger):
+        with pytest.raises(SchemaSetupError, match=r"resources\.snowflake_setup schemas"):
+            ensure(loader)
+        loader._schemas_checked = False
+    schemas = loader.query(
+        "SELECT UPPER(schema_name) FROM information_schema.schemata WHERE catalog_name = UPPER(%s)",
+        [db],
+    )
+    assert "SFDC_META" not in {r[0] for r in schemas}
+    loader.close()
 
 
 def _wh(cls: type[SnowflakeWarehouse] = CapturingSnowflake, **kw: object) -> SnowflakeWarehouse:

@@ -355,7 +355,7 @@ def test_the_dagster_job_erases_and_audits(env):
     # As definitions.py merges it: with the location's resources.
     resources = dg.Definitions(
         resources={
-            "warehouse": DuckDBWarehouse(path=wh.path),
+            "erase_warehouse": DuckDBWarehouse(path=wh.path),
             "landing": LandingResource(url=landing.url),
         }
     )

@@ -46,7 +46,6 @@ SUBQUERY = 'SELECT "id" FROM "sfdc_tmp_touched"'
 def _statements(d: SqlDialect) -> dict[str, str]:
     """Every statement, with each variant its arguments choose."""
     out: dict[str, Callable[[], str]] = {
-        "create_schema": lambda: st.create_schema(d, "sfdc_raw"),
         "create_raw": lambda: st.create_raw(d, SPEC, S),
         "create_current": lambda: st.create_current(d, SPEC, S),
         "create_history": lambda: st.create_history(d, SPEC, S),
