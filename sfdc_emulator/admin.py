@@ -18,7 +18,8 @@ Commands (``args`` keys in parentheses):
   (> 100,000 -> GAP_OVERFLOW). ``gap`` (object, count): changes outside the app server.
 - ``fail`` (target: rest | bulk | pubsub | limit, ...): rest (status, count[, error_code]);
   bulk (count[, message]); pubsub (count[, status, error_code]); limit (kind: daily |
-  concurrent[, max, count, clear]).
+  concurrent | deliveries[, max, count, clear]); ``deliveries`` sets the CDC delivered-events
+  allocation (default: what was delivered in the last 24 h, so the next delivery fails).
 - ``slow`` (target, seconds, count), ``expire-sessions``, ``delay-events`` (fraction,
   seconds), ``drop-events`` (fraction[, count]): events lost for good, the commits stand;
   ``duplicate-on-resubscribe`` (n), ``advance-clock`` (duration: "73h", "30m",
@@ -466,7 +467,26 @@ class AdminApi:
             mx = int(args.get("max", 0))
             self.faults.concurrent_limit(mx)
             return {"kind": "concurrent", "max": mx}
-        raise AdminError(f"unknown limit {kind!r}: daily or concurrent")
+        if kind == "deliveries":
+            return self._fail_deliveries(args, clear)
+        raise AdminError(f"unknown limit {kind!r}: daily, concurrent or deliveries")
+
+    def _fail_deliveries(self, args: dict[str, Any], clear: bool) -> dict[str, Any]:
+        pubsub = self.ctx.extra.get("pubsub")
+        if pubsub is None:
+            raise AdminError("this emulator serves no Pub/Sub API: no delivery allocation")
+        if clear:
+            self.faults.delivery_limit(None)
+        else:
+            delivered = pubsub.delivered_last_24h()
+            # Default: what was delivered already, so the next delivery is refused.
+            mx = int(args["max"]) if args.get("max") is not None else delivered
+            self.faults.delivery_limit(mx)
+        return {
+            "kind": "deliveries",
+            "max": pubsub.effective_delivery_limit(),
+            "delivered": pubsub.delivered_last_24h(),
+        }
 
     def slow(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("target", "rest")).lower()

@@ -404,6 +404,11 @@ class RestApi:
         bulk = self.ctx.extra.get("bulk")
         jobs_24h = bulk.jobs_last_24h() if bulk is not None else 0
         mb_24h = bulk.megabytes_last_24h() if bulk is not None else 0
+        # CDC deliveries over CometD and Pub/Sub count against DailyDeliveredPlatformEvents
+        # (reference §2.7); without a Pub/Sub server only the unenforced default is shown.
+        pubsub = self.ctx.extra.get("pubsub")
+        delivery_max = pubsub.effective_delivery_limit() if pubsub is not None else None
+        delivered = pubsub.delivered_last_24h() if pubsub is not None else 0
 
         def lim(mx: int, remaining: int | None = None) -> dict[str, int]:
             return {"Max": mx, "Remaining": mx if remaining is None else max(0, remaining)}
@@ -424,7 +429,9 @@ class RestApi:
             "DailyBulkApiBatches": lim(15000),
             "DailyBulkV2QueryFileStorageMB": lim(976562, 976562 - mb_24h),
             "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs_24h),
-            "DailyDeliveredPlatformEvents": lim(50000),
+            "DailyDeliveredPlatformEvents": (
+                lim(50000) if delivery_max is None else lim(delivery_max, delivery_max - delivered)
+            ),
             "DailyDurableGenericStreamingApiEvents": lim(10000),
             "DailyDurableStreamingApiEvents": lim(10000),
             "DailyEinsteinDataInsightsStoryCreation": lim(1000),
