@@ -41,9 +41,27 @@ class TransientApiError(ApiCallError):
 class BudgetExhaustedError(SalesforceError):
     """The configured share of the org's API limits is spent; work is refused, not queued.
 
+    ``scope`` says whose share: ``run`` (this run's or tick's ``run_pct``), ``platform``
+    (``total_pct`` over 24 h) or ``org`` (the org itself is at its floor or out).
+
     Runbook: wait for the rolling 24 h window to free capacity, or raise
     ``SFDC_API_BUDGET_PCT`` if the org has headroom (docs/extraction.md, "API budget").
     """
+
+    def __init__(self, message: str, *, scope: str = "run") -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class DeliveryAllocationExhaustedError(BudgetExhaustedError):
+    """Salesforce refused CDC delivery: the org's 24 h delivered-events allocation is spent.
+
+    Pub/Sub ends the Subscribe with ``subscription.limit.exceeded``; the events stay
+    retained for 72 h. Runbook: docs/operations.md, "CDC delivery allocation used up".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, scope="org")
 
 
 class BulkJobFailedError(SalesforceError):

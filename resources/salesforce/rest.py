@@ -177,7 +177,8 @@ def classify_error(exc: Exception, *, what: str) -> Exception:
             )
         return BudgetExhaustedError(
             f"{what}: the org's daily API limit is exhausted (REQUEST_LIMIT_EXCEEDED). "
-            "Stop and wait for the rolling 24 h window; see docs/extraction.md#api-budget."
+            "Stop and wait for the rolling 24 h window; see docs/extraction.md#api-budget.",
+            scope="org",
         )
     if status in (502, 503, 504) or code == "SERVER_UNAVAILABLE":
         return TransientApiError(f"{what}: HTTP {status} {code}", status=status, error_code=code)
