@@ -170,6 +170,9 @@ def bench_cdc(client: SalesforceClient, info: dict[str, Any], events: int) -> di
     total, rows, seconds, decode = 0, 0, 0.0, 0.0
     while True:
         res = client.pubsub.drain(topic, cursor, max_events=10_000, max_seconds=120)
+        if res.stopped_by is not None:
+            # A budget-stopped drain returns early: that would be measured as caught up.
+            raise RuntimeError(f"CDC benchmark drain cut short: {res.stopped_by}")
         total += res.events
         rows += len(res.rows)
         decode += res.decode_seconds

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info(
             "what happens: sensor sfdc_bootstrap backfills each object (one at a time, "
-            "a few minutes in all), cdc_* sensors apply live changes every 15-120 s, "
+            "a few minutes in all), cdc_* sensors apply live changes every 15-60 s, "
+            "sfdc_polling re-reads Task/Event/User every 15 min, "
             "%s once bootstrapped",
             _dbt_cadence(),
         )

@@ -1,8 +1,12 @@
 """CDC sensors: one per channel group, draining Pub/Sub into landed micro-batches.
 
 Each tick (DESIGN §5), `drain_tick`:
-1. drains the group's custom channel from the replay id in the cursor (EARLIEST the first
-   time: LATEST with no events would leave no cursor), up to N events or T seconds;
+1. reads the org's `/limits` (the CDC share follows the org's delivery allocation), then
+   drains the group's custom channel from the replay id in the cursor (EARLIEST the first
+   time: LATEST with no events would leave no cursor), up to N events or T seconds, or
+   until the API budget or the org's delivery allocation stops it: what was drained by
+   then is landed and the cursor moves past it (issue 11: a refusal that failed the tick
+   re-drained the same events every tick);
 2. lands one immutable micro-batch per object and change day (`land_cdc`; named by the
    replay range, so re-landing after a crash commits nothing new);
 3. gap events: re-reads those Ids by REST and lands them as `rest` snapshots; overflow
@@ -155,8 +159,11 @@ def drain_tick(
     cur = cursor.copy()
     logs: list[TickLog] = []
     not_before = now_s + channel.rebackfill_delay_s
+    _observe_limits(client, channel, logs)
     specs = _specs(client, store, list(channel.objects))
     result = _drain(client, channel, cur, now_s, logs)
+    if result.cut_short:
+        _report_cut_short(channel, result, logs)
     rows = [r for r in result.rows if r.entity in specs]
     stale = _unknown_fields(rows, specs)
     if stale:
@@ -181,6 +188,57 @@ def drain_tick(
         )
     )
     return TickResult(requests, cur, logs)
+
+
+def _observe_limits(client: Any, channel: CdcChannel, logs: list[TickLog]) -> None:
+    """Read the org's ``/limits`` (one API call) so this tick's CDC share is a share of the
+    org's real delivery allocation (25K Enterprise, 50K Unlimited, +100K per add-on) and
+    its remaining count, not of the governor's 25,000 default."""
+    from resources.salesforce.errors import SalesforceError
+
+    try:
+        client.rest.limits()
+    except SalesforceError as exc:
+        # Draining on the default allocation is safe (it is the smallest edition's); a
+        # tick that failed here would stall the channel on a REST hiccup.
+        logs.append(
+            TickLog(
+                "warning",
+                f"{channel.channel}: could not read the org's /limits ({type(exc).__name__}); "
+                "draining within the default CDC allocation",
+            )
+        )
+
+
+def _report_cut_short(channel: CdcChannel, result: Any, logs: list[TickLog]) -> None:
+    """Say why the drain stopped early; what it drained is landed and the cursor moves."""
+    from resources.salesforce.errors import DeliveryAllocationExhaustedError
+
+    stopped = result.stopped_by
+    if isinstance(stopped, DeliveryAllocationExhaustedError):
+        message = (
+            f"{channel.channel}: Salesforce refused delivery, the org's CDC delivery allocation "
+            "(DailyDeliveredPlatformEvents, rolling 24 h) is used up; landed the "
+            f"{result.events} event(s) received before it. Events wait in the 72 h retention: "
+            "free the allocation (fewer CDC entities or subscribers) or buy a CDC add-on "
+            "(+100K events/day) - docs/operations.md#cdc-delivery-allocation-used-up"
+        )
+        logs.append(TickLog("warning", message))
+    elif stopped.scope == "run":
+        # A backlog over one tick's share: normal after an outage, drained tick by tick.
+        message = (
+            f"{channel.channel}: this tick's CDC share ran out after {result.events} event(s); "
+            "landed them, the rest next tick"
+        )
+        logs.append(TickLog("info", message))
+    else:
+        logs.append(
+            TickLog(
+                "warning",
+                f"{channel.channel}: landed {result.events} event(s), then {stopped} "
+                "(docs/operations.md#cdc-delivery-allocation-used-up)",
+            )
+        )
 
 
 def _drain(

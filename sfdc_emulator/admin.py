@@ -18,9 +18,11 @@ Commands (``args`` keys in parentheses):
   (> 100,000 -> GAP_OVERFLOW). ``gap`` (object, count): changes outside the app server.
 - ``fail`` (target: rest | bulk | pubsub | limit, ...): rest (status, count[, error_code]);
   bulk (count[, message]); pubsub (count[, status, error_code]); limit (kind: daily |
-  concurrent | bulk-jobs | bulk-mb[, max, count, clear]): bulk-jobs / bulk-mb set the Max
-  of DailyBulkV2QueryJobs / DailyBulkV2QueryFileStorageMB (default: what the rolling 24 h
-  used already, so the next Bulk job is refused with EXCEEDED_QUOTA).
+  concurrent | deliveries | bulk-jobs | bulk-mb[, max, count, clear]); ``deliveries`` sets
+  the CDC delivered-events allocation (default: what was delivered in the last 24 h, so the
+  next delivery fails); bulk-jobs / bulk-mb set the Max of DailyBulkV2QueryJobs /
+  DailyBulkV2QueryFileStorageMB (default: what the rolling 24 h used already, so the next
+  Bulk job is refused with EXCEEDED_QUOTA).
 - ``slow`` (target, seconds, count), ``expire-sessions``, ``delay-events`` (fraction,
   seconds), ``drop-events`` (fraction[, count]): events lost for good, the commits stand;
   ``duplicate-on-resubscribe`` (n), ``advance-clock`` (duration: "73h", "30m",
@@ -488,13 +490,34 @@ class AdminApi:
             mx = int(args["max"]) if args.get("max") is not None else used
             setter(mx)
             return {"kind": kind, "max": mx, "used": used}
-        raise AdminError(f"unknown limit {kind!r}: daily, concurrent, bulk-jobs or bulk-mb")
+        if kind == "deliveries":
+            return self._fail_deliveries(args, clear)
+        raise AdminError(
+            f"unknown limit {kind!r}: daily, concurrent, deliveries, bulk-jobs or bulk-mb"
+        )
 
     def query_log(self, args: dict[str, Any]) -> dict[str, Any]:
         entries = [{"endpoint": e, "soql": q} for e, q in list(self.ctx.soql_log)]
         if args.get("clear"):
             self.ctx.soql_log.clear()
         return {"queries": entries}
+
+    def _fail_deliveries(self, args: dict[str, Any], clear: bool) -> dict[str, Any]:
+        pubsub = self.ctx.extra.get("pubsub")
+        if pubsub is None:
+            raise AdminError("this emulator serves no Pub/Sub API: no delivery allocation")
+        if clear:
+            self.faults.delivery_limit(None)
+        else:
+            delivered = pubsub.delivered_last_24h()
+            # Default: what was delivered already, so the next delivery is refused.
+            mx = int(args["max"]) if args.get("max") is not None else delivered
+            self.faults.delivery_limit(mx)
+        return {
+            "kind": "deliveries",
+            "max": pubsub.effective_delivery_limit(),
+            "delivered": pubsub.delivered_last_24h(),
+        }
 
     def slow(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("target", "rest")).lower()

@@ -2,6 +2,7 @@
 
     sfdc-emulator serve --state-dir DIR [--scale tiny|small|medium|N] [--seed N]
                         [--traffic RATE] [--info-file PATH] [--port N] [--hostname NAME]...
+                        [--delivery-limit N]
     sfdc-emulator admin --info-file PATH <command> [args...]
     sfdc-emulator truth --state-dir DIR --object OBJ --out FILE.parquet
 
@@ -16,11 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from sfdc_emulator.faults import DEFAULT_DELIVERY_LIMIT, DELIVERY_LIMIT_ENV
 
 log = logging.getLogger("sfdc_emulator")
 
@@ -43,6 +47,16 @@ _POSITIONAL: dict[str, tuple[str, ...]] = {
     "advance-clock": ("duration",),
     "truth": ("object", "out"),
 }
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of events, got {value!r}")
+    return n
 
 
 def _scale(value: str) -> str | int:
@@ -88,7 +102,7 @@ def admin_arguments(command: str, words: list[str]) -> dict[str, Any]:
             word if name in ("object", "field", "type", "target", "out") else (_parse_value(word))
         )
     if command == "fail" and args.get("target") == "limit" and "status" in args:
-        # `fail limit daily|concurrent|bulk-jobs|bulk-mb`
+        # `fail limit daily|concurrent|deliveries|bulk-jobs|bulk-mb`
         args["kind"] = str(args.pop("status"))
     if command == "set-picklist" and isinstance(args.get("values"), str):
         args["values"] = [v for v in args["values"].split(",") if v]
@@ -108,6 +122,7 @@ def _serve(ns: argparse.Namespace) -> int:
         pubsub_port=ns.pubsub_port,
         hostnames=ns.hostname,
         pubsub_tls=ns.pubsub_tls,
+        delivery_limit=ns.delivery_limit,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,6 +135,7 @@ def _serve(ns: argparse.Namespace) -> int:
         log.info("REST/Bulk/OAuth: %s", server.info["instance_url"])
         log.info("Pub/Sub (gRPC):  %s (tls=%s)", server.info["pubsub_target"], ns.pubsub_tls)
         log.info("handshake:       %s", ns.info_file or Path(ns.state_dir) / HANDSHAKE_NAME)
+        log.info("CDC deliveries:  %s events per rolling 24 h", ns.delivery_limit)
         log.info("traffic:         %s changes/s; Ctrl-C stops", ns.traffic)
         stop.wait()
     finally:
@@ -200,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="extra name in the server certificate (repeatable)",
+    )
+    serve.add_argument(
+        "--delivery-limit",
+        type=_positive_int,
+        # A string default goes through `type` too: a bad variable is a usage error.
+        default=os.environ.get(DELIVERY_LIMIT_ENV) or str(DEFAULT_DELIVERY_LIMIT),
+        help=(
+            "CDC events delivered per rolling 24 h of org time (DailyDeliveredPlatformEvents; "
+            f"default ${DELIVERY_LIMIT_ENV} or {DEFAULT_DELIVERY_LIMIT}: Unlimited Edition; "
+            "Enterprise is 25000)"
+        ),
     )
     serve.set_defaults(func=_serve)
 

@@ -12,6 +12,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
+# CDC events delivered per rolling 24 h of org time (DailyDeliveredPlatformEvents):
+# Performance/Unlimited Edition's 50,000 (Enterprise 25,000; each add-on +100,000; reference
+# §2.7). The larger edition keeps every test and ~7 h of demo traffic inside it (2 changes/s
+# with activities polled: ~6,500 events/h with automation updates); `--delivery-limit 25000`
+# is the Enterprise org.
+DEFAULT_DELIVERY_LIMIT = 50_000
+DELIVERY_LIMIT_ENV = "SFDC_EMULATOR_DELIVERY_LIMIT"
+
 Target = Literal["rest", "bulk", "pubsub"]
 
 
@@ -50,6 +58,7 @@ class Faults:
         self._pubsub_errors: deque[tuple[str, str]] = deque()
         self._slow: dict[str, deque[float]] = {"rest": deque(), "bulk": deque(), "pubsub": deque()}
         self._daily_limit: int | None = None
+        self._delivery_limit: int | None = None
         self._concurrent_limit: int | None = None
         self._bulk_jobs_limit: int | None = None
         self._bulk_mb_limit: int | None = None
@@ -93,6 +102,12 @@ class Faults:
         """Set DailyApiRequests Max (None: back to the default)."""
         with self._lock:
             self._daily_limit = max
+
+    def delivery_limit(self, max: int | None) -> None:
+        """Set the CDC delivered-events allocation (DailyDeliveredPlatformEvents Max) over the
+        org's configured one (None: back to it)."""
+        with self._lock:
+            self._delivery_limit = max
 
     def concurrent_limit(self, n: int | None) -> None:
         """Concurrent long-running request limit (None: unlimited)."""
@@ -171,6 +186,11 @@ class Faults:
             return self._daily_limit
 
     @property
+    def delivery_limit_max(self) -> int | None:
+        with self._lock:
+            return self._delivery_limit
+
+    @property
     def concurrent_limit_value(self) -> int | None:
         with self._lock:
             return self._concurrent_limit
@@ -226,6 +246,7 @@ class Faults:
                 "slow": {k: list(v) for k, v in self._slow.items()},
                 "session_epoch": self._session_epoch,
                 "daily_limit": self._daily_limit,
+                "delivery_limit": self._delivery_limit,
                 "concurrent_limit": self._concurrent_limit,
                 "bulk_jobs_limit": self._bulk_jobs_limit,
                 "bulk_mb_limit": self._bulk_mb_limit,

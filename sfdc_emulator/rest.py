@@ -420,6 +420,11 @@ class RestApi:
         mb_24h = bulk.megabytes_last_24h() if bulk is not None else 0
         jobs_max = bulk.jobs_max() if bulk is not None else 10000
         mb_max = bulk.mb_max() if bulk is not None else 976562
+        # CDC deliveries over CometD and Pub/Sub count against DailyDeliveredPlatformEvents
+        # (reference §2.7); without a Pub/Sub server only the unenforced default is shown.
+        pubsub = self.ctx.extra.get("pubsub")
+        delivery_max = pubsub.effective_delivery_limit() if pubsub is not None else None
+        delivered = pubsub.delivered_last_24h() if pubsub is not None else 0
 
         def lim(mx: int, remaining: int | None = None) -> dict[str, int]:
             return {"Max": mx, "Remaining": mx if remaining is None else max(0, remaining)}
@@ -440,7 +445,9 @@ class RestApi:
             "DailyBulkApiBatches": lim(15000),
             "DailyBulkV2QueryFileStorageMB": lim(mb_max, mb_max - mb_24h),
             "DailyBulkV2QueryJobs": lim(jobs_max, jobs_max - jobs_24h),
-            "DailyDeliveredPlatformEvents": lim(50000),
+            "DailyDeliveredPlatformEvents": (
+                lim(50000) if delivery_max is None else lim(delivery_max, delivery_max - delivered)
+            ),
             "DailyDurableGenericStreamingApiEvents": lim(10000),
             "DailyDurableStreamingApiEvents": lim(10000),
             "DailyEinsteinDataInsightsStoryCreation": lim(1000),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sfdc_emulator.clock import Clock
-from sfdc_emulator.faults import Faults
+from sfdc_emulator.faults import DEFAULT_DELIVERY_LIMIT, Faults
 from sfdc_emulator.generator import generate
 from sfdc_emulator.http_server import HttpServer
 from sfdc_emulator.pubsub.server import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_KEEPALIVE_S, PubSubServer
@@ -48,6 +48,8 @@ class EmulatorServer:
         hostnames: extra names in the server certificate (e.g. login.salesforce.com).
         pubsub_tls: serve gRPC over TLS with the same certificate (as Salesforce does).
         keepalive_s / idle_timeout_s: Pub/Sub timing (Salesforce: 270 s / 60 s).
+        delivery_limit: CDC events delivered per rolling 24 h (DailyDeliveredPlatformEvents);
+            past it Subscribe fails with ``subscription.limit.exceeded``.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class EmulatorServer:
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         api_version: str = "59.0",
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.scale = scale
@@ -80,6 +83,7 @@ class EmulatorServer:
         self.keepalive_s = keepalive_s
         self.idle_timeout_s = idle_timeout_s
         self.api_version = api_version
+        self.delivery_limit = delivery_limit
         self.store: OrgStore | None = None
         self.http: HttpServer | None = None
         self.pubsub: PubSubServer | None = None
@@ -119,7 +123,10 @@ class EmulatorServer:
             key_pem=tls.private_key_pem() if self.pubsub_tls else None,
             keepalive_s=self.keepalive_s,
             idle_timeout_s=self.idle_timeout_s,
+            delivery_limit=self.delivery_limit,
         ).start()
+        # /limits reports the allocation and its use; admin `fail limit deliveries` sets it.
+        self.http.ctx.extra["pubsub"] = self.pubsub
         if self.traffic_rate > 0:
             self.traffic.start()
         self.info = {

@@ -190,9 +190,10 @@ class ApiBudget:
             total_cap = int(usage.max * self.total_pct / 100)
             floor = int(usage.max * self.floor_pct / 100)
             used = self.used[kind]
-            reason = ""
+            reason = scope = ""
             if used + n > run_cap:
                 reason = f"this run used {used} of its {self.run_pct}% share ({run_cap})"
+                scope = "run"
             elif self.ledger is not None:
                 base = self._ledger_base.get(kind)
                 if base is None:
@@ -203,11 +204,13 @@ class ApiBudget:
                         f"the platform used {base + used} in 24 h, over its {self.total_pct}% "
                         f"share ({total_cap})"
                     )
+                    scope = "platform"
             if not reason and usage.remaining is not None and usage.remaining - n < floor:
                 reason = (
                     f"the org has {usage.remaining} of {usage.max} left, under the "
                     f"{self.floor_pct}% floor kept for other integrations"
                 )
+                scope = "org"
             if reason:
                 self.refused += 1
         if reason:
@@ -215,6 +218,7 @@ class ApiBudget:
                 f"API budget ({LIMIT_NAMES[kind]}) refuses {what or kind}: {reason}. "
                 "See docs/extraction.md#api-budget.",
                 limit=LIMIT_NAMES[kind],
+                scope=scope,
             )
 
     @contextmanager

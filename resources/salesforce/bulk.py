@@ -303,7 +303,7 @@ class BulkReader:
                 )
             except BudgetExhaustedError as exc:
                 raise BulkAllocationError(
-                    obj, exc.limit, len(landed), len(pieces), str(exc)
+                    obj, exc.limit, len(landed), len(pieces), str(exc), exc.scope
                 ) from exc
             result.manifests.append(manifest)
             result.jobs.append(job_id)

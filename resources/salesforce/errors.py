@@ -42,13 +42,17 @@ class BudgetExhaustedError(SalesforceError):
     """The configured share of the org's API limits is spent; work is refused, not queued.
 
     ``limit`` names the allocation (``DailyApiRequests``, ``DailyBulkV2QueryJobs``, …) when
-    it is known. Runbook: wait for the rolling 24 h window to free capacity, or raise
+    it is known; ``scope`` says whose share: ``run`` (this run's or tick's ``run_pct``),
+    ``platform`` (``total_pct`` over 24 h) or ``org`` (the org itself is at its floor or out).
+
+    Runbook: wait for the rolling 24 h window to free capacity, or raise
     ``SFDC_API_BUDGET_PCT`` if the org has headroom (docs/extraction.md, "API budget").
     """
 
-    def __init__(self, message: str, *, limit: str = "") -> None:
+    def __init__(self, message: str, *, limit: str = "", scope: str = "run") -> None:
         super().__init__(message)
         self.limit = limit
+        self.scope = scope
 
 
 class BulkAllocationError(BudgetExhaustedError):
@@ -59,17 +63,31 @@ class BulkAllocationError(BudgetExhaustedError):
     skips them and lands the rest (docs/extraction.md, "Daily Bulk allocations").
     """
 
-    def __init__(self, obj: str, limit: str, landed: int, planned: int, cause: str) -> None:
+    def __init__(
+        self, obj: str, limit: str, landed: int, planned: int, cause: str, scope: str = "org"
+    ) -> None:
         super().__init__(
             f"Bulk backfill of {obj} stopped: the {limit or 'daily Bulk'} allocation is used up "
             f"({cause}); {landed} of {planned} pieces landed and are kept. Run the same backfill "
             "again once the rolling 24 h window frees capacity (the next day): it skips the "
             "landed pieces. See docs/extraction.md#daily-bulk-allocations.",
             limit=limit,
+            scope=scope,
         )
         self.object = obj
         self.landed = landed
         self.planned = planned
+
+
+class DeliveryAllocationExhaustedError(BudgetExhaustedError):
+    """Salesforce refused CDC delivery: the org's 24 h delivered-events allocation is spent.
+
+    Pub/Sub ends the Subscribe with ``subscription.limit.exceeded``; the events stay
+    retained for 72 h. Runbook: docs/operations.md, "CDC delivery allocation used up".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, limit="DailyDeliveredPlatformEvents", scope="org")
 
 
 class BulkJobFailedError(SalesforceError):

@@ -9,7 +9,9 @@ schema cached by schema id, explodes it into one change row per record id, and s
 ``idle_s`` (caught up). Transient failures (UNAVAILABLE, token expiry) resubscribe from the
 last processed replay id, so a drain delivers each event once; a redelivery across drains
 is deduplicated downstream by change id. An expired or unknown replay id raises
-:class:`ReplayIdExpiredError`.
+:class:`ReplayIdExpiredError`. A budget refusal (this run's CDC share, the org's floor, or
+Salesforce's own ``subscription.limit.exceeded``) does not raise: the drain returns what
+it received, ``stopped_by`` set, so the caller lands it and resumes after it.
 
 The message classes come from the repository's compiled ``pubsub_api.proto``
 (``resources.salesforce.pubsub_api``, which the emulator's server imports too): protobuf
@@ -40,6 +42,7 @@ from resources.salesforce.cdc_decode import (
 )
 from resources.salesforce.errors import (
     BudgetExhaustedError,
+    DeliveryAllocationExhaustedError,
     PubSubError,
     ReplayIdExpiredError,
     SchemaNotFoundError,
@@ -85,6 +88,14 @@ class DrainResult:
     seconds: float = 0.0
     decode_seconds: float = 0.0
     seen_event_ids: set[str] = field(default_factory=set, repr=False)
+    # Set when the budget or the org's delivery allocation stopped the drain early: what
+    # was drained before it is still here, and ``replay_id`` is the last of it.
+    stopped_by: BudgetExhaustedError | None = field(default=None, repr=False)
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether a budget refusal ended the drain before it caught up or filled."""
+        return self.stopped_by is not None
 
 
 def replay_bytes(value: int) -> bytes:
@@ -118,7 +129,10 @@ def classify_rpc_error(err: Any, *, what: str) -> Exception:
             error_code=code,
         )
     if code.endswith("subscription.limit.exceeded"):
-        return BudgetExhaustedError(f"{what}: the org's CDC delivery allocation is used up")
+        return DeliveryAllocationExhaustedError(
+            f"{what}: the org's CDC delivery allocation (DailyDeliveredPlatformEvents, rolling "
+            "24 h) is used up; see docs/operations.md#cdc-delivery-allocation-used-up"
+        )
     if status in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -267,7 +281,13 @@ class PubSubSubscriber:
                 result.resubscribes += 1
                 raise
 
-        self.governor.call(once, what=f"Subscribe {topic}")
+        try:
+            self.governor.call(once, what=f"Subscribe {topic}")
+        except BudgetExhaustedError as exc:
+            # Raising would throw away the events already processed and leave the caller's
+            # cursor where it was: the next drain would meet the same refusal at the same
+            # place, for ever. Return them with the reason instead.
+            result.stopped_by = exc
         result.seconds = time.monotonic() - started
         return result
 
@@ -313,6 +333,11 @@ class PubSubSubscriber:
             requests.put(req)
             return n
 
+        # Refuse before opening the stream: a channel whose budget is spent (the org out of
+        # its delivery allocation) then costs no Subscribe call per tick.
+        self.governor.acquire(
+            "cdc_events", min(wanted, MAX_OUTSTANDING), what=f"CDC delivery on {topic}"
+        )
         call = self.stub().Subscribe(request_iter(), metadata=self._metadata())
         responses: queue.Queue[Any] = queue.Queue()
 

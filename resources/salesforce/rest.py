@@ -182,12 +182,14 @@ def classify_error(exc: Exception, *, what: str) -> Exception:
             f"{what}: the org's daily API limit is exhausted (REQUEST_LIMIT_EXCEEDED). "
             "Stop and wait for the rolling 24 h window; see docs/extraction.md#api-budget.",
             limit="DailyApiRequests",
+            scope="org",
         )
     if code in _QUOTA_CODES:
         return BudgetExhaustedError(
             f"{what}: the org refused it, a daily allocation is used up ({code}). Stop and "
             "wait for the rolling 24 h window; see docs/extraction.md#daily-bulk-allocations.",
             limit=_allocation_named(message),
+            scope="org",
         )
     if status in (502, 503, 504) or code == "SERVER_UNAVAILABLE":
         return TransientApiError(f"{what}: HTTP {status} {code}", status=status, error_code=code)

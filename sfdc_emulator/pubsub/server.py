@@ -145,6 +145,10 @@ class _FaultHooks:
     def duplicate_count(self) -> int:
         return int(self._faults.take_duplicates()) if self._faults is not None else 0
 
+    def delivery_limit(self) -> int | None:
+        """An armed ``fail limit deliveries`` override of the allocation, if any."""
+        return self._faults.delivery_limit_max if self._faults is not None else None
+
 
 class _Subscription:
     """State of one Subscribe stream, shared by the request reader and the sender."""
@@ -473,8 +477,10 @@ class PubSubServer:
     Timing knobs (Salesforce defaults; tests shorten them): ``keepalive_s`` between empty
     keepalive responses, ``idle_timeout_s`` before a stream that owes nothing and gets no
     FetchRequest is closed, ``poll_interval_s`` between log polls while events are owed.
-    ``delivery_limit`` caps events delivered per rolling 24 h (None = unlimited), settable
-    at runtime; usage is ``delivered_last_24h()``.
+    ``delivery_limit`` caps events delivered per rolling 24 h of org time (None =
+    unlimited), settable at runtime and overridden by the ``delivery_limit`` fault
+    (``effective_delivery_limit()``); usage is ``delivered_last_24h()``. Past it, Subscribe
+    ends with RESOURCE_EXHAUSTED + ``subscription.limit.exceeded``.
     """
 
     def __init__(
@@ -603,12 +609,18 @@ class PubSubServer:
             horizon = now - _DAY_MS
             while self._deliveries and self._deliveries[0][0] <= horizon:
                 self._delivered -= self._deliveries.popleft()[1]
-            if self.delivery_limit is not None:
-                count = max(0, min(count, self.delivery_limit - self._delivered))
+            limit = self.effective_delivery_limit()
+            if limit is not None:
+                count = max(0, min(count, limit - self._delivered))
             if count:
                 self._deliveries.append((now, count))
                 self._delivered += count
             return count
+
+    def effective_delivery_limit(self) -> int | None:
+        """The allocation in force: the fault's override, else the configured one."""
+        override = self.hooks.delivery_limit()
+        return override if override is not None else self.delivery_limit
 
     def delivered_last_24h(self) -> int:
         """Events delivered in the last 24 h (DailyDeliveredPlatformEvents usage)."""

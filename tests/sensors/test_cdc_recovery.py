@@ -206,10 +206,9 @@ class _committing:
 
 
 def polling_config(base: SyncConfig) -> SyncConfig:
-    """Task without CDC: a re-read of the last minute every minute."""
+    """Task (polled, as shipped) re-read every minute instead of every 15."""
     objects = tuple(
-        o.model_copy(update={"mode": "polling", "poll_minutes": 1}) if o.name == "Task" else o
-        for o in base.objects
+        o.model_copy(update={"poll_minutes": 1}) if o.name == "Task" else o for o in base.objects
     )
     return base.model_copy(update={"objects": objects})
 
@@ -220,9 +219,9 @@ def test_the_polling_sensor_re_reads_a_polled_object_every_poll_interval(
     sync = polling_config(platform.sync)
     sensor = cdc.polling_sensor(sync)
     assert sensor is not None
-    # Task leaves its channel group's CDC sensor.
-    activities = {s.name: s for s in cdc.cdc_sensors(sync)}["cdc_activities"]
-    assert "(Event)" in (activities.description or "")
+    # Task and Event poll (issue 11: 5M changes a day do not fit the CDC allocation), so
+    # their channel group has no CDC sensor at all.
+    assert "cdc_activities" not in {s.name for s in cdc.cdc_sensors(sync)}
     bootstrap(platform, ("Task",))
     updated = platform.server.traffic.update("Task", 3).ids
     # Bulk reads end at a lower bound of the org's clock (HTTP Date: up to ~1 s behind),
@@ -231,13 +230,13 @@ def test_the_polling_sensor_re_reads_a_polled_object_every_poll_interval(
     time.sleep(2.5)
 
     first = evaluate(platform, sensor, None)
-    (request,) = first.requests
-    assert request.tags[OBJECT_TAG] == "Task"
+    assert sorted(r.tags[OBJECT_TAG] for r in first.requests) == ["Event", "Task", "User"]
+    (request,) = [r for r in first.requests if r.tags[OBJECT_TAG] == "Task"]
     assert request.tags["sfdc/source"] == "rebackfill"
     assert request.tags["sfdc/reason"] == "polling"
     assert evaluate(platform, sensor, first.cursor).requests == []
     assert stale_ids(platform, "Task") == set(updated)
-    execute(platform, first.requests)
+    execute(platform, [request])
     assert differences(platform, "Task") == []
 
     clock.offset += 61

@@ -47,10 +47,18 @@ class ScriptedPubSub:
         return result
 
 
+class LimitsOnly:
+    """An org whose `/limits` (read once per tick) names no limit: the governor's defaults
+    hold. Describes come from the cache: no other REST call."""
+
+    def limits(self) -> dict[str, Any]:
+        return {}
+
+
 class Client:
     def __init__(self, pubsub: ScriptedPubSub) -> None:
         self.pubsub = pubsub
-        self.rest = None  # describes come from the cache: no REST call
+        self.rest: Any = LimitsOnly()
 
 
 @pytest.fixture
@@ -215,7 +223,7 @@ def test_a_polled_object_is_re_read_once_per_interval_from_its_last_poll() -> No
     assert dt.datetime.fromisoformat(since).timestamp() == expected_ms // 1000
 
 
-class ScriptedRest:
+class ScriptedRest(LimitsOnly):
     """`retrieve` answers from `records` (an id absent there was purged) and records calls."""
 
     def __init__(self, records: dict[str, dict[str, Any]]) -> None:

@@ -218,7 +218,9 @@ def differences(
 
 
 def drain_cdc(platform: Platform, rounds: int = 12) -> list[dg.RunRequest]:
-    """Evaluate every CDC sensor and run what it requests, until nothing is left."""
+    """Evaluate every CDC sensor and run what it requests, until nothing is left; then
+    re-read the polled objects (Task, Event, User: no CDC) as the polling sensor's first
+    tick does, so every object is as fresh as its sensor makes it."""
     from sensors.cdc import cdc_sensors
 
     sensors = cdc_sensors(platform.sync)
@@ -250,4 +252,18 @@ def drain_cdc(platform: Platform, rounds: int = 12) -> list[dg.RunRequest]:
         if pending:
             time.sleep(2)
     platform.cursors = cursors  # type: ignore[attr-defined]
-    return done
+    return done + poll(platform)
+
+
+def poll(platform: Platform) -> list[dg.RunRequest]:
+    """One first tick of the polling sensor (a re-read of each polled object's last
+    interval), its runs executed."""
+    from sensors.cdc import polling_sensor
+
+    sensor = polling_sensor(platform.sync)
+    if sensor is None:
+        return []
+    data = sensor.evaluate_tick(dg.build_sensor_context(instance=platform.instance))
+    for request in data.run_requests:
+        assert platform.execute(request).success, request.run_key
+    return list(data.run_requests)

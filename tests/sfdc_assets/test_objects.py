@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 from pydantic import ValidationError
 
 from sfdc_assets.assets import build_object_assets
-from sfdc_assets.keys import asset_key
+from sfdc_assets.keys import OBJECT_TAG, asset_key
 from sfdc_assets.objects import load_config, parse_config
 
 BASE = """
@@ -56,3 +57,31 @@ def test_an_api_name_that_could_inject_sql_is_refused() -> None:
 def test_an_object_declared_twice_is_refused() -> None:
     with pytest.raises(ValidationError, match="twice"):
         parse_config(BASE + "  - {name: opportunity, group: revenue}\n")
+
+
+# Without an add-on license an org selects at most 5 entities for Change Data Capture
+# (reference §2.7; CDC Developer Guide, "Change Data Capture Allocations").
+CDC_ENTITY_LIMIT = 5
+
+
+def test_the_shipped_cdc_entities_fit_the_orgs_five_and_activities_are_polled() -> None:
+    # Issue 11: 5M activity changes a day are 100x an Unlimited org's 50K deliveries.
+    config = load_config()
+    cdc = [o.name for o in config.objects if o.mode == "cdc"]
+    assert len(cdc) <= CDC_ENTITY_LIMIT
+    assert cdc == ["Account", "Opportunity", "OpportunityLineItem", "Contact", "Lead"]
+    polled = {o.name: o.poll_minutes for o in config.objects if o.mode == "polling"}
+    assert polled == {"User": 15, "Task": 15, "Event": 15}
+
+
+def test_a_channel_group_without_cdc_objects_gets_no_sensor_and_polling_covers_them() -> None:
+    from sensors.cdc import cdc_sensors, polling_sensor
+
+    config = load_config()
+    assert [s.name for s in cdc_sensors(config)] == ["cdc_revenue", "cdc_people"]
+    polling = polling_sensor(config)
+    assert polling is not None
+    # Its first tick asks for a re-read of every polled object.
+    with dg.instance_for_test() as instance:
+        data = polling.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert sorted(r.tags[OBJECT_TAG] for r in data.run_requests) == ["Event", "Task", "User"]

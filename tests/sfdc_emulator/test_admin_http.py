@@ -149,6 +149,12 @@ def test_touch_moves_system_modstamp_only_and_publishes_nothing(emulator: Emulat
 def test_cli_words_for_the_new_commands() -> None:
     from sfdc_emulator.cli import admin_arguments
 
+    assert admin_arguments("fail", ["limit", "deliveries", "--max", "25000"]) == {
+        "target": "limit",
+        "kind": "deliveries",
+        "max": 25000,
+    }
+
     assert admin_arguments("drop-events", ["--fraction", "0.1", "--count", "5"]) == {
         "fraction": 0.1,
         "count": 5,
@@ -157,3 +163,20 @@ def test_cli_words_for_the_new_commands() -> None:
         "object": "Opportunity",
         "count": 3,
     }
+
+
+def test_the_delivery_allocation_flag_defaults_to_its_variable_then_to_unlimited_edition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sfdc_emulator.cli import build_parser
+
+    def parsed(*words: str) -> int:
+        return build_parser().parse_args(["serve", "--state-dir", "x", *words]).delivery_limit
+
+    monkeypatch.delenv("SFDC_EMULATOR_DELIVERY_LIMIT", raising=False)
+    assert parsed() == 50_000
+    monkeypatch.setenv("SFDC_EMULATOR_DELIVERY_LIMIT", "25000")
+    assert parsed() == 25_000
+    assert parsed("--delivery-limit", "125000") == 125_000
+    with pytest.raises(SystemExit):
+        parsed("--delivery-limit", "0")

@@ -67,12 +67,13 @@ class Emulator:
         return [q["soql"] for q in self.admin("query-log", clear=True)["queries"]]
 
 
-def start_emulator(state_dir: Path, scale: str | int = "tiny") -> Emulator:
-    """Start the emulator (HTTPS + gRPC over TLS) on free loopback ports."""
+def start_emulator(state_dir: Path, scale: str | int = "tiny", **options: Any) -> Emulator:
+    """Start the emulator (HTTPS + gRPC over TLS) on free loopback ports; ``options`` go to
+    ``EmulatorServer`` (e.g. ``delivery_limit``)."""
     from sfdc_emulator.server import EmulatorServer
 
     server = EmulatorServer(
-        state_dir / "org", scale=scale, seed=1, pubsub_tls=True, channels=CHANNELS
+        state_dir / "org", scale=scale, seed=1, pubsub_tls=True, channels=CHANNELS, **options
     ).start()
     info_path = server.write_info(state_dir / "emulator.json")
     return Emulator(server, server.store, server.http, server.pubsub, info_path)
