@@ -286,6 +286,21 @@ def touched(d: SqlDialect) -> str:
     )
 
 
+def id_counts(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str | None) -> str:
+    """Current's rows and duplicated ids: `COUNT(*)`, `COUNT(*) - COUNT(DISTINCT id)`.
+
+    With `id_filter` (an id list or a subquery: the ids a run touched) it reads only those
+    records (DuckDB: the PRIMARY KEY's index; Snowflake: search optimization on `id`);
+    None reads the whole table (the nightly check).
+    """
+    q = d.q
+    where = "" if id_filter is None else f" WHERE {q('id')} IN ({id_filter})"
+    return (
+        f"SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT {q('id')}) "
+        f"FROM {d.table(s.current, spec.table)}{where}"
+    )
+
+
 def touched_counts(d: SqlDialect) -> str:
     """How many records the chunk touches, and how many changes it applies to them."""
     q = d.q

@@ -61,6 +61,7 @@ def _statements(d: SqlDialect) -> dict[str, str]:
         "select_all_to_apply": lambda: st.select_all_to_apply(d, SPEC),
         "touched": lambda: st.touched(d),
         "touched_counts": lambda: st.touched_counts(d),
+        "id_counts/table": lambda: st.id_counts(d, SPEC, S, None),
         "touched_ids": lambda: st.touched_ids(d, late_only=True),
         "classify": lambda: st.classify(d),
         "class_counts": lambda: st.class_counts(d),
@@ -77,6 +78,7 @@ def _statements(d: SqlDialect) -> dict[str, str]:
     for name, ids in (("list", IDS), ("subquery", SUBQUERY)):
         out |= {
             f"fetch_current/{name}": lambda ids=ids: st.fetch_current(d, SPEC, S, ids),
+            f"id_counts/{name}": lambda ids=ids: st.id_counts(d, SPEC, S, ids),
             f"fetch_anchors/{name}": lambda ids=ids: st.fetch_anchors(d, SPEC, S, ids),
             f"build_seq/{name}": lambda ids=ids: st.build_seq(d, SPEC, S, ids, DAY),
             f"delete_history/{name}": lambda ids=ids: st.delete_history_after_anchor(
