@@ -76,6 +76,14 @@ class PartRef:
         return BatchRef(self.kind, self.object, self.day, self.batch_id)
 
     @property
+    def read_id(self) -> str | None:
+        """The read this part is one of, when its parts share no change id: a Bulk job's
+        (kind `backfill`) returns each record once. None for CDC and REST batches."""
+        if self.kind != "backfill":
+            return None
+        return self.batch_ref.prefix
+
+    @property
     def label(self) -> str:
         """The apply_batch label: readable, unique per part, within the engine's limits."""
         raw = _LABEL_SAFE.sub("_", f"{self.batch_id}-{self.day:%Y%m%d}-p{self.part}")

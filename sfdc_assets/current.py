@@ -126,7 +126,7 @@ def apply_pending(
     batches.ensure_ledger(warehouse)
     for ref in batches.pending(warehouse, spec.name, start, end, run_id):
         table = batches.read_validated(landing, ref)
-        result = apply_batch(warehouse, spec, table, batch_id=ref.label)
+        result = apply_batch(warehouse, spec, table, batch_id=ref.label, read_id=ref.read_id)
         batches.mark_applied(
             warehouse,
             spec.name,
