@@ -224,6 +224,17 @@ def pending(
     return [PartRef.parse(r[0]) for r in rows]
 
 
+def first_pending_day(warehouse: Warehouse, object_name: str) -> dt.date | None:
+    """The first change day of the object's valid parts not applied yet (None: none)."""
+    d = dialect_of(warehouse)
+    q = d.q
+    day = warehouse.query(
+        f"SELECT MIN({q('day_min')}) FROM {_t(warehouse)} WHERE {q('object_name')} = "
+        f"{d.string(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL"
+    )[0][0]
+    return day if isinstance(day, dt.date) else None
+
+
 def mark_applied(
     warehouse: Warehouse, object_name: str, ref: PartRef, batch_id: str, now: dt.datetime
 ) -> None:
