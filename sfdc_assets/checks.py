@@ -599,6 +599,7 @@ def nightly_checks_schedule(sync: Any) -> dg.ScheduleDefinition:
         description="Whole-table checks of every current table (a full scan each).",
     )
     return dg.ScheduleDefinition(
+        name=NIGHTLY_CHECKS_JOB,
         job=job,
         cron_schedule=sync.settings.dbt.nightly_cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,

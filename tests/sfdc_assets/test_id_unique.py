@@ -189,6 +189,7 @@ def test_the_nightly_schedule_runs_every_objects_full_check(tmp_path: Path) -> N
     job = defs.resolve_job_def(schedule.job_name)
     checks = job.asset_layer.asset_graph.asset_check_keys
 
+    assert schedule.name == "sfdc_nightly_checks"
     assert schedule.cron_schedule == sync.settings.dbt.nightly_cron
     assert {c.name for c in checks} == {CURRENT_ID_UNIQUE_FULL}
     assert {c.asset_key for c in checks} == {asset_key("current", o) for o in sync.objects}
