@@ -26,6 +26,8 @@ from pydantic import PrivateAttr
 from sync_engine.warehouse import Dialect, SchemaNames, quote_identifier
 
 CREATE_SCHEMAS_VAR = "SNOWFLAKE_CREATE_SCHEMAS"
+# Enterprise Edition and serverless credits: an operator's choice (docs/engine.md).
+SEARCH_OPTIMIZATION_VAR = "SNOWFLAKE_SEARCH_OPTIMIZATION"
 STATEMENT_TIMEOUT_VAR = "SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS"
 LOCK_TIMEOUT_VAR = "SNOWFLAKE_LOCK_TIMEOUT_SECONDS"
 # Snowflake's own defaults are 2 days (statements) and 12 hours (locks): far beyond any
@@ -99,6 +101,7 @@ class SnowflakeWarehouse(ConfigurableResource):
     # None: from the environment variables above (else their defaults). Read when the
     # session opens, so the code location's definitions need not bind them.
     create_schemas: bool | None = None
+    search_optimization: bool | None = None
     statement_timeout_seconds: int | None = None
     lock_timeout_seconds: int | None = None
 
@@ -125,6 +128,13 @@ class SnowflakeWarehouse(ConfigurableResource):
         if self.create_schemas is not None:
             return self.create_schemas
         return _env_bool(CREATE_SCHEMAS_VAR, True)
+
+    def adds_search_optimization(self) -> bool:
+        """Whether new current/scd2 tables get search optimization on `id`
+        (`search_optimization`, else `SNOWFLAKE_SEARCH_OPTIMIZATION`, default off)."""
+        if self.search_optimization is not None:
+            return self.search_optimization
+        return _env_bool(SEARCH_OPTIMIZATION_VAR, False)
 
     def session_parameters(self) -> dict[str, Any]:
         """The parameters every session opens with (tags, time zone, timeouts)."""

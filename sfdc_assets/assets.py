@@ -7,7 +7,8 @@
   the valid rows to `sfdc_raw.<object>`; blocking check `raw_batch_valid`.
 - `salesforce/current/<object>` + `salesforce/scd2/<object>`: one op (the engine writes
   both in one transaction) applying every validated batch of the window not applied yet;
-  checks `current_id_unique` (blocking) and `cdc_lag` (warn).
+  checks `current_id_unique` (blocking, over the ids the run touched) and `cdc_lag` (warn).
+- `current_id_unique_full`: the whole-table Id check on current (nightly schedule).
 - `live_count_matches_salesforce`: the reconciliation check on current (warn, scheduled).
 
 Partitions are UTC days of the change date; `BackfillPolicy.single_run()` turns a
@@ -23,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from sfdc_assets.checks import (
+    id_unique_full_check,
     id_unique_result,
     lag_result,
     live_count_check,
@@ -286,7 +288,11 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
                 CURRENT_ID_UNIQUE,
                 asset=current_key,
                 blocking=True,
-                description=f"sfdc.{obj.key_name} has one row per Id.",
+                description=(
+                    f"sfdc.{obj.key_name} has one row per Id, among the ids this run "
+                    "touched (O(batch); current_id_unique_full checks the whole table "
+                    "nightly)."
+                ),
             ),
             dg.AssetCheckSpec(
                 CDC_LAG,
@@ -315,9 +321,17 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         start, end = window_of(context)
         spec = registry_spec(warehouse, obj.name)
         outcome = ApplyOutcome()
+        checks = context.selected_asset_check_keys
+        unique_key = dg.AssetCheckKey(current_key, CURRENT_ID_UNIQUE)
         if spec is not None:
             outcome = apply_pending(
-                warehouse, landing, spec, start.date(), end.date(), context.run.run_id
+                warehouse,
+                landing,
+                spec,
+                start.date(),
+                end.date(),
+                context.run.run_id,
+                check_ids=unique_key in checks,
             )
         reconciled = None
         if reconciled_check(obj) in context.selected_asset_check_keys:
@@ -325,12 +339,10 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
                 warehouse, landing, spec, obj.name, context.run.run_id, current_key
             )
         lag = lag_result(current_key, outcome.last_commit, target)
-        checks = context.selected_asset_check_keys
-        unique_key = dg.AssetCheckKey(current_key, CURRENT_ID_UNIQUE)
         if unique_key not in checks:
             unique = None
         elif spec is not None:
-            unique = id_unique_result(warehouse, spec, current_key)
+            unique = id_unique_result(current_key, outcome.id_rows_checked, outcome.duplicate_ids)
         else:
             unique = dg.AssetCheckResult(
                 check_name=CURRENT_ID_UNIQUE,
@@ -368,6 +380,7 @@ def build_object_assets(
         raw_asset(obj, settings),
         current_scd2_asset(obj, settings),
         live_count_check(obj.name, asset_key("current", obj), obj.key_name),
+        id_unique_full_check(obj.name, asset_key("current", obj)),
     ]
 
 

@@ -76,6 +76,14 @@ class PartRef:
         return BatchRef(self.kind, self.object, self.day, self.batch_id)
 
     @property
+    def read_id(self) -> str | None:
+        """The read this part is one of, when its parts share no change id: a Bulk job's
+        (kind `backfill`) returns each record once. None for CDC and REST batches."""
+        if self.kind != "backfill":
+            return None
+        return self.batch_ref.prefix
+
+    @property
     def label(self) -> str:
         """The apply_batch label: readable, unique per part, within the engine's limits."""
         raw = _LABEL_SAFE.sub("_", f"{self.batch_id}-{self.day:%Y%m%d}-p{self.part}")
@@ -214,6 +222,17 @@ def pending(
         f"AND ({days}) ORDER BY {q('validated_at')}, {q('part_key')}"
     )
     return [PartRef.parse(r[0]) for r in rows]
+
+
+def first_pending_day(warehouse: Warehouse, object_name: str) -> dt.date | None:
+    """The first change day of the object's valid parts not applied yet (None: none)."""
+    d = dialect_of(warehouse)
+    q = d.q
+    day = warehouse.query(
+        f"SELECT MIN({q('day_min')}) FROM {_t(warehouse)} WHERE {q('object_name')} = "
+        f"{d.string(object_name)} AND {q('status')} = 'valid' AND {q('applied_at')} IS NULL"
+    )[0][0]
+    return day if isinstance(day, dt.date) else None
 
 
 def mark_applied(

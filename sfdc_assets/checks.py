@@ -6,7 +6,12 @@
   `sfdc_quarantine.<object>` with their reasons; a batch whose quarantined share passes
   the threshold, or that fails at schema level (a missing or mistyped column), is rejected
   whole and the check fails, so current, scd2 and dbt do not run.
-- `current_id_unique` (current, blocking): one row per Id in `sfdc.<object>`.
+- `current_id_unique` (current, blocking): one row per Id in `sfdc.<object>`, among the
+  ids the run touched (only a write can make a duplicate, and a run writes only those):
+  O(batch), not a count over the whole table on every CDC run.
+- `current_id_unique_full` (current, error, nightly): the same rule over the whole table,
+  run by the `sfdc_nightly_checks` schedule (a duplicate written outside the engine, e.g.
+  by hand or by a restore, is found there).
 - `cdc_lag` (current, warn): now minus the newest CDC commit applied, against the object's
   freshness target.
 - `live_count_matches_salesforce` (current, warn, on demand / scheduled): Salesforce
@@ -28,8 +33,10 @@ import pyarrow as pa
 from sfdc_assets.keys import (
     CDC_LAG,
     CURRENT_ID_UNIQUE,
+    CURRENT_ID_UNIQUE_FULL,
     RECONCILE,
     RECONCILED,
+    full_unique_check,
     reconcile_check,
 )
 from sync_engine.changes import CHANGE_TYPES, SOURCES
@@ -260,23 +267,117 @@ def _rejected(
     )
 
 
-def id_unique_result(
-    warehouse: "Warehouse", spec: "ObjectSpec", asset_key: dg.AssetKey
-) -> dg.AssetCheckResult:
-    """`current_id_unique`: no Id appears twice in the current table."""
-    from sync_engine.warehouse import qualified, quote
+# The temp table of a run's touched ids where the dialect has no index (Snowflake).
+CHECK_IDS_TABLE = "sfdc_tmp_check_ids"
 
-    table = qualified(warehouse, warehouse.schema_names.current, spec.table)
-    idq = quote(warehouse, "id")
-    rows, dupes = warehouse.query(
-        f"SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT {idq}) FROM {table}"
-    )[0]
+
+def touched_id_counts(
+    warehouse: "Warehouse", spec: "ObjectSpec", record_ids: pa.Array | pa.ChunkedArray
+) -> tuple[int, int]:
+    """(current rows, duplicated ids) among `record_ids` (a batch's, repeats allowed).
+
+    Reads only those ids: on DuckDB inlined `id IN (...)` lists of at most
+    `LITERAL_ID_LIMIT` ids, answered from current's PRIMARY KEY index; on Snowflake a
+    temp table of the ids, which search optimization on current's `id` prunes by.
+    Ids that are not record ids (a gap event's wildcard) are left out: no row has them.
+    """
+    import pyarrow.compute as pc
+
+    from sync_engine import statements as st
+    from sync_engine.apply import LITERAL_ID_LIMIT
+
+    d = dialect_of(warehouse)
+    ids = pc.unique(pc.drop_null(record_ids))
+    ids = ids.filter(pc.match_substring_regex(ids, f"^(?:{RECORD_ID_RE.pattern})$"))
+    if len(ids) == 0:
+        return 0, 0
+    s = warehouse.schema_names
+    if not d.point_lookups:
+        warehouse.load_temp_table(
+            CHECK_IDS_TABLE, f"{d.q('id')} VARCHAR(18)", pa.table({"id": ids})
+        )
+        rows, dupes = warehouse.query(
+            st.id_counts(d, spec, s, f"SELECT {d.q('id')} FROM {d.q(CHECK_IDS_TABLE)}")
+        )[0]
+        return int(rows), int(dupes or 0)
+    rows = dupes = 0
+    values = ids.to_pylist()
+    for start in range(0, len(values), LITERAL_ID_LIMIT):
+        chunk = values[start : start + LITERAL_ID_LIMIT]
+        # Distinct ids per chunk: a duplicate is two rows of one id, so chunks add up.
+        r, k = warehouse.query(st.id_counts(d, spec, s, d.id_list(chunk)))[0]
+        rows, dupes = rows + int(r), dupes + int(k or 0)
+    return rows, dupes
+
+
+def id_unique_result(asset_key: dg.AssetKey, rows: int, duplicates: int) -> dg.AssetCheckResult:
+    """`current_id_unique` of a run: no id the run touched appears twice in current."""
     return dg.AssetCheckResult(
         check_name=CURRENT_ID_UNIQUE,
         asset_key=asset_key,
-        passed=int(dupes) == 0,
-        metadata={"rows": int(rows), "duplicate_ids": int(dupes)},
+        passed=duplicates == 0,
+        metadata={
+            "scope": "ids this run touched",
+            "rows_checked": rows,
+            "duplicate_ids": duplicates,
+        },
     )
+
+
+def full_id_unique_result(
+    warehouse: "Warehouse", object_name: str, asset_key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    """`current_id_unique_full`: no Id appears twice anywhere in the current table."""
+    from sync_engine import statements as st
+    from sync_engine.spec import ObjectSpec
+
+    # id_counts reads only the spec's table name.
+    spec = ObjectSpec(object_name, ())
+    schema, table = warehouse.schema_names.current, spec.table
+    if not table_exists(warehouse, schema, table):
+        return dg.AssetCheckResult(
+            check_name=CURRENT_ID_UNIQUE_FULL,
+            asset_key=asset_key,
+            passed=True,
+            description=f"{schema}.{table} does not exist yet: nothing to check",
+            metadata={"rows": 0, "duplicate_ids": 0},
+        )
+    d = dialect_of(warehouse)
+    rows, dupes = warehouse.query(st.id_counts(d, spec, warehouse.schema_names, None))[0]
+    return dg.AssetCheckResult(
+        check_name=CURRENT_ID_UNIQUE_FULL,
+        asset_key=asset_key,
+        passed=int(dupes or 0) == 0,
+        metadata={"scope": "whole table", "rows": int(rows), "duplicate_ids": int(dupes or 0)},
+    )
+
+
+def id_unique_full_check(object_name: str, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """`current_id_unique_full` on an object's current table, run nightly (error severity).
+
+    The per-run `current_id_unique` reads only the ids the run touched; this one counts
+    distinct ids over the whole table, once a night (`sfdc_nightly_checks`).
+    """
+
+    @dg.asset_check(
+        asset=asset_key,
+        name=CURRENT_ID_UNIQUE_FULL,
+        description=(
+            f"Every Id of {object_name} appears once in the whole current table (a full "
+            "scan: run nightly by sfdc_nightly_checks; each sync run checks the ids it "
+            "touched in current_id_unique)."
+        ),
+        required_resource_keys={"warehouse"},
+        blocking=False,
+    )
+    def _full_unique(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        warehouse = context.resources.warehouse
+        try:
+            return full_id_unique_result(warehouse, object_name, asset_key)
+        finally:
+            warehouse.close()
+
+    return _full_unique
 
 
 def lag_result(
@@ -484,6 +585,26 @@ def check_keys(asset_key: dg.AssetKey, names: Sequence[str]) -> list[dg.AssetChe
 RECONCILE_JOB = "sfdc_reconcile"
 # Hourly: 8 COUNT() calls an hour is ~0.01 % of a typical org's daily API allowance.
 RECONCILE_CRON = "17 * * * *"
+
+
+NIGHTLY_CHECKS_JOB = "sfdc_nightly_checks"
+
+
+def nightly_checks_schedule(sync: Any) -> dg.ScheduleDefinition:
+    """Runs every object's whole-table checks on the nightly cron (`settings.dbt`)."""
+    keys = [full_unique_check(o) for o in sync.objects]
+    job = dg.define_asset_job(
+        NIGHTLY_CHECKS_JOB,
+        selection=dg.AssetSelection.checks(*keys),
+        description="Whole-table checks of every current table (a full scan each).",
+    )
+    return dg.ScheduleDefinition(
+        name=NIGHTLY_CHECKS_JOB,
+        job=job,
+        cron_schedule=sync.settings.dbt.nightly_cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly whole-table Id uniqueness of every current table.",
+    )
 
 
 def reconcile_schedule(sync: Any) -> dg.ScheduleDefinition:

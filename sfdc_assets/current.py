@@ -51,6 +51,9 @@ class ApplyOutcome:
     late: int = 0
     history_rows: int = 0
     last_commit: dt.datetime | None = None
+    # `current_id_unique` over the ids each applied part touched (apply_pending(check_ids)).
+    id_rows_checked: int = 0
+    duplicate_ids: int = 0
 
     def add(self, result: Mapping[str, Any], table: pa.Table) -> None:
         """Count in one applied batch: the engine's result counts and the batch's rows."""
@@ -107,16 +110,23 @@ def apply_pending(
     start: dt.date,
     end: dt.date,
     run_id: str | None = None,
+    *,
+    check_ids: bool = False,
 ) -> ApplyOutcome:
     """Apply the valid, unapplied parts whose change days overlap `[start, end)`, and
-    those the run `run_id` registered (its raw step's, from any day)."""
+    those the run `run_id` registered (its raw step's, from any day).
+
+    With `check_ids`, after each part current's rows of the part's record ids are counted
+    for duplicates (`current_id_unique`): O(part), the only ids the write could duplicate.
+    """
+    from sfdc_assets.checks import touched_id_counts
     from sync_engine.apply import apply_batch
 
     outcome = ApplyOutcome()
     batches.ensure_ledger(warehouse)
     for ref in batches.pending(warehouse, spec.name, start, end, run_id):
         table = batches.read_validated(landing, ref)
-        result = apply_batch(warehouse, spec, table, batch_id=ref.label)
+        result = apply_batch(warehouse, spec, table, batch_id=ref.label, read_id=ref.read_id)
         batches.mark_applied(
             warehouse,
             spec.name,
@@ -125,4 +135,8 @@ def apply_pending(
             dt.datetime.now(dt.UTC).replace(tzinfo=None),
         )
         outcome.add(result.as_dict(), table)
+        if check_ids:
+            rows, dupes = touched_id_counts(warehouse, spec, table.column("record_id"))
+            outcome.id_rows_checked += rows
+            outcome.duplicate_ids += dupes
     return outcome

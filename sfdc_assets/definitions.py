@@ -14,7 +14,7 @@ from sensors.cdc import cdc_sensors, polling_sensor
 from sensors.reconcile import reconcile_sensor
 from sfdc_assets import erase
 from sfdc_assets.assets import build_assets
-from sfdc_assets.checks import reconcile_schedule
+from sfdc_assets.checks import nightly_checks_schedule, reconcile_schedule
 from sfdc_assets.dbt_assets import dbt_definitions
 from sfdc_assets.dbt_schedules import dbt_schedules
 from sfdc_assets.freshness import apply_freshness
@@ -38,7 +38,7 @@ def build_definitions() -> dg.Definitions:
     platform = dg.Definitions(
         assets=apply_freshness(build_assets(sync)),
         sensors=[s for s in sensors if s is not None],
-        schedules=[reconcile_schedule(sync), *dbt_schedules(sync)],
+        schedules=[reconcile_schedule(sync), nightly_checks_schedule(sync), *dbt_schedules(sync)],
         resources={**build_resources(), "slack": slack_alerter_from_env()},
         # Every run executes its steps in the run's own process. A run here is a chain
         # (raw -> current+scd2 -> dbt) whose steps serialise on the warehouse writer anyway;

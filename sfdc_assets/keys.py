@@ -20,6 +20,8 @@ LAYERS = ("raw", "current", "scd2")
 # Check names (DESIGN §6): the in-run checks of every sync, and the scheduled reconciliation.
 RAW_VALID = "raw_batch_valid"
 CURRENT_ID_UNIQUE = "current_id_unique"
+# The same rule over the whole current table, on the nightly schedule (sfdc_nightly_checks).
+CURRENT_ID_UNIQUE_FULL = "current_id_unique_full"
 CDC_LAG = "cdc_lag"
 RECONCILE = "live_count_matches_salesforce"
 # The check a reconciliation run evaluates after its repairs (sfdc_assets/reconcile.py).
@@ -90,6 +92,11 @@ def run_checks(obj: SObjectConfig | str) -> list[dg.AssetCheckKey]:
         dg.AssetCheckKey(asset_key("current", obj), CURRENT_ID_UNIQUE),
         dg.AssetCheckKey(asset_key("current", obj), CDC_LAG),
     ]
+
+
+def full_unique_check(obj: SObjectConfig | str) -> dg.AssetCheckKey:
+    """The nightly whole-table Id uniqueness check of an object's current table."""
+    return dg.AssetCheckKey(asset_key("current", obj), CURRENT_ID_UNIQUE_FULL)
 
 
 def reconcile_check(obj: SObjectConfig | str) -> dg.AssetCheckKey:

@@ -422,7 +422,12 @@ class RawWriter:
         if ok:
             batches.write_validated(self.landing, ref, checked.good)
             appended = append_raw(
-                self.warehouse, spec, checked.good, batch_id=ref.label, now=self.now
+                self.warehouse,
+                spec,
+                checked.good,
+                batch_id=ref.label,
+                now=self.now,
+                read_id=ref.read_id,
             )
         else:
             quarantined = whole_batch(changes, checked, rate, self.threshold_pct)

@@ -277,14 +277,46 @@ def _chunks(prepared: _Prepared, chunk_rows: int) -> Iterator[tuple[str, Batch, 
 BATCH_TABLE = "sfdc_tmp_batch"
 
 
+# Per change-id family of a staged chunk: (family, day min, day max, id min, id max, rows).
+_Family: TypeAlias = tuple[str, dt.date, dt.date, str, str, int]
+
+
 @dataclass
 class _Staged:
-    """A chunk staged as `sfdc_tmp_batch` (deduped by change_id), and its day range."""
+    """A chunk staged as `sfdc_tmp_batch` (deduped by change_id), and its day range.
+
+    `families` are the chunk's ranges per change-id family, `read_id` and `label` what the
+    caller said the chunk is a part of: what the raw-append ledger records and compares.
+    """
 
     batch_id: str
     rows: int
     dmin: dt.date
     dmax: dt.date
+    families: tuple[_Family, ...] = ()
+    read_id: str | None = None
+    label: str | None = None
+
+
+def _families(stage: pa.Table) -> tuple[_Family, ...]:
+    """The stage's rows per change-id family, with their day and record-id ranges."""
+    frame = pl.from_arrow(stage.select(["source", "change_date", "record_id"]))
+    assert isinstance(frame, pl.DataFrame)
+    family = pl.col("source").replace_strict(
+        st.FAMILY_OF_SOURCE, default=st.OTHER_FAMILY, return_dtype=pl.String
+    )
+    grouped = (
+        frame.group_by(family.alias("family"))
+        .agg(
+            pl.col("change_date").min().alias("dmin"),
+            pl.col("change_date").max().alias("dmax"),
+            pl.col("record_id").min().alias("imin"),
+            pl.col("record_id").max().alias("imax"),
+            pl.len().alias("rows"),
+        )
+        .sort("family")
+    )
+    return tuple(grouped.iter_rows())
 
 
 @contextlib.contextmanager
@@ -295,6 +327,8 @@ def _staged_chunk(
     chunk_id: str,
     unique: bool,
     now: dt.datetime,
+    read_id: str | None = None,
+    label: str | None = None,
 ) -> Iterator[_Staged]:
     """Stage one chunk, deduped by change_id, as `sfdc_tmp_batch`, for the `with` block.
 
@@ -305,7 +339,15 @@ def _staged_chunk(
     d = dialect_of(warehouse)
     stage = _stage(spec, _conformed(spec, chunk), chunk_id, now, d)
     days = stage.column("change_date")
-    staged = _Staged(chunk_id, stage.num_rows, pc.min(days).as_py(), pc.max(days).as_py())
+    staged = _Staged(
+        chunk_id,
+        stage.num_rows,
+        pc.min(days).as_py(),
+        pc.max(days).as_py(),
+        _families(stage),
+        read_id if label is not None else None,
+        label,
+    )
     if unique and warehouse.register_arrow(BATCH_TABLE, stage):
         try:
             yield staged
@@ -341,19 +383,81 @@ def _raw_holds_chunk(warehouse: Warehouse, spec: ObjectSpec, staged: _Staged) ->
     The production shape: the raw asset appends a landed part (`append_raw`) before the
     current asset applies it with the same label. Then the raw append would insert
     nothing and `select_to_apply` would hash-join the chunk with raw's rows of its days
-    (~1.8 s per 1M rows for both joins); one filtered count of raw replaces them. Only
-    called for a chunk of distinct change ids: its id hashes exactly its change ids
-    (`_chunk_id`), so raw rows carrying that id are some of this chunk's rows, and as
-    many rows as the chunk holds means all of them.
+    (~1.8 s per 1M rows for both joins); the raw-append ledger's count of rows appended
+    under the chunk's id replaces them (it read raw's batch_id over the chunk's days
+    before, which for a whole-history Bulk part is all of raw). Only called for a chunk
+    of distinct change ids: its id hashes exactly its change ids (`_chunk_id`), so raw
+    rows carrying that id are some of this chunk's rows, and as many rows as the chunk
+    holds means all of them.
     """
     d = dialect_of(warehouse)
-    q = d.q
-    held = warehouse.query(
-        f"SELECT COUNT(*) FROM {d.table(warehouse.schema_names.raw, spec.table)} "
-        f"WHERE {q('change_date')} BETWEEN {d.date_literal(staged.dmin)} "
-        f"AND {d.date_literal(staged.dmax)} AND {q('batch_id')} = {d.string(staged.batch_id)}"
-    )[0][0]
-    return held == staged.rows and not _logged(warehouse, spec, staged.batch_id)
+    held = warehouse.query(st.raw_appended_rows(d, spec, warehouse.schema_names, staged.batch_id))[
+        0
+    ][0]
+    return (
+        held is not None
+        and int(held) == staged.rows
+        and not _logged(warehouse, spec, staged.batch_id)
+    )
+
+
+def _insert_raw(
+    warehouse: Warehouse, spec: ObjectSpec, staged: _Staged, unique: bool, now: dt.datetime
+) -> int:
+    """Append the staged chunk to raw and record the append in the ledger, atomically.
+
+    Raw is compared with (the anti-join) only when the ledger names an earlier append
+    that could hold one of the chunk's change ids (`statements.raw_append_overlaps`):
+    during a bootstrap, a whole-history Bulk part's days span all of raw, and comparing
+    each part with them made the bootstrap quadratic. Returns the rows raw took.
+    """
+    d, s = dialect_of(warehouse), warehouse.schema_names
+    ranges = [f[:5] for f in staged.families]
+    compare = (
+        not unique
+        or warehouse.query(
+            st.raw_append_overlaps(d, spec, s, ranges, staged.read_id, staged.label)
+        )[0][0]
+        > 0
+    )
+    warehouse.begin()
+    try:
+        added = warehouse.execute(
+            st.insert_raw(d, spec, s, staged.dmin, staged.dmax, anti_join=compare)
+        )
+        if added and not compare and added == staged.rows:
+            for family, dmin, dmax, imin, imax, rows in staged.families:
+                warehouse.execute(
+                    st.insert_raw_append(
+                        d,
+                        spec,
+                        s,
+                        staged.batch_id,
+                        staged.read_id,
+                        staged.label,
+                        family,
+                        rows,
+                        (dmin, dmax),
+                        (imin, imax),
+                        now,
+                    )
+                )
+        elif added:
+            # Some rows were in raw already: record what raw holds under this id exactly.
+            q = d.q
+            where = (
+                f" AND {q('batch_id')} = {d.string(staged.batch_id)} AND {q('change_date')} "
+                f"BETWEEN {d.date_literal(staged.dmin)} AND {d.date_literal(staged.dmax)}"
+            )
+            warehouse.execute(st.delete_raw_appends(d, spec, s, staged.batch_id))
+            warehouse.execute(
+                st.raw_appends_from_raw(d, spec, s, now, where, staged.read_id, staged.label)
+            )
+        warehouse.commit()
+    except BaseException:
+        warehouse.rollback()
+        raise
+    return added
 
 
 def _logged(warehouse: Warehouse, spec: ObjectSpec, batch_id: str) -> bool:
@@ -399,6 +503,7 @@ def append_raw(
     *,
     batch_id: str | None = None,
     now: dt.datetime | None = None,
+    read_id: str | None = None,
 ) -> int:
     """Append `batch` to raw only (idempotent); returns the rows raw did not hold yet.
 
@@ -406,18 +511,23 @@ def append_raw(
     `apply_batch` with the same batch and `batch_id` later finds these rows in raw and
     merges them (its own raw insert is then a no-op). Chunked like `apply_batch`, with
     the same chunk ids.
+
+    `read_id` names the read `batch` is one part of (a Bulk job), and `batch_id` the
+    part: parts of one read must share no change id (a Bulk job returns each record
+    once). Such parts are not compared with each other's raw rows.
     """
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     prepared = _prepare(spec, batch, batch_id)
     if not prepared.rows:
         return 0
-    d = dialect_of(warehouse)
     inserted = 0
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS):
-        with _staged_chunk(warehouse, spec, chunk, chunk_id, unique, now) as staged:
-            added = warehouse.execute(
-                st.insert_raw(d, spec, warehouse.schema_names, staged.dmin, staged.dmax)
-            )
+        with _staged_chunk(
+            warehouse, spec, chunk, chunk_id, unique, now, read_id, batch_id
+        ) as staged:
+            if unique and _raw_holds_chunk(warehouse, spec, staged):
+                continue  # appended before (a retried run): nothing to compare
+            added = _insert_raw(warehouse, spec, staged, unique, now)
         _checkpoint_if_big(warehouse, added)
         inserted += added
     return inserted
@@ -430,6 +540,7 @@ def apply_batch(
     *,
     batch_id: str | None = None,
     now: dt.datetime | None = None,
+    read_id: str | None = None,
 ) -> ApplyResult:
     """Apply a change batch to raw, current and scd2 of `spec`'s object.
 
@@ -446,12 +557,14 @@ def apply_batch(
 
     One object's batches must be applied one at a time (a Dagster concurrency pool per
     object): the reads before the write transaction assume no concurrent writer.
+    `read_id` is `append_raw`'s.
     """
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     prepared = _prepare(spec, batch, batch_id)
     result = ApplyResult(batch_id=prepared.batch_id)
+    read = (read_id, batch_id)
     for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS) if prepared.rows else ():
-        part = _apply_chunk(warehouse, spec, chunk, chunk_id, unique, now)
+        part = _apply_chunk(warehouse, spec, chunk, chunk_id, unique, now, read)
         _checkpoint_if_big(warehouse, part.raw_inserted + part.history_rows + part.records)
         for name in _COUNTS:
             setattr(result, name, getattr(result, name) + getattr(part, name))
@@ -469,6 +582,7 @@ def _apply_chunk(
     batch_id: str,
     unique: bool,
     now: dt.datetime,
+    read: tuple[str | None, str | None] = (None, None),
 ) -> ApplyResult:
     """apply_batch for one chunk of whole records: stage and raw, classify, fold, write.
 
@@ -477,9 +591,9 @@ def _apply_chunk(
     """
     d = dialect_of(warehouse)
     result = ApplyResult(batch_id=batch_id)
-    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now) as staged:
+    with _staged_chunk(warehouse, spec, chunk, batch_id, unique, now, *read) as staged:
         result.changes = staged.rows
-        result.raw_inserted = _append_and_select(warehouse, spec, staged, unique)
+        result.raw_inserted = _append_and_select(warehouse, spec, staged, unique, now)
     # Everything after reads the apply table, not the staged chunk.
     classified = _classify(warehouse, spec)
     if classified is None:
@@ -500,7 +614,11 @@ def _apply_chunk(
 
 
 def _append_and_select(
-    warehouse: Warehouse, spec: ObjectSpec, staged: _Staged, unique: bool
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    staged: _Staged,
+    unique: bool,
+    now: dt.datetime | None = None,
 ) -> int:
     """Append the staged chunk to raw and fill `sfdc_tmp_apply` with what is still to apply.
 
@@ -513,7 +631,8 @@ def _append_and_select(
         _after_raw_append()
         warehouse.execute(st.select_all_to_apply(d, spec))
         return 0
-    inserted = warehouse.execute(st.insert_raw(d, spec, s, staged.dmin, staged.dmax))
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    inserted = _insert_raw(warehouse, spec, staged, unique, now)
     _after_raw_append()
     if _raw_took_all(warehouse, spec, staged.batch_id, inserted):
         warehouse.execute(st.select_all_to_apply(d, spec))

@@ -59,6 +59,12 @@ class SqlDialect:
     # before the upload. Otherwise (DuckDB) the stage is the batch's Arrow buffers and
     # the flags are computed from set_fields in SQL.
     flat_stage: bool
+    # Appended to raw's CREATE TABLE: Snowflake clusters raw by change_date, the column
+    # every raw read prunes by (`{}` is the quoted column). DuckDB: nothing (zone maps).
+    raw_cluster_sql: str = ""
+    # What gives current/scd2 point lookups by id without an index (`{table}`, `{column}`);
+    # None where an index does (DuckDB). docs/engine.md, "Snowflake physical design".
+    search_optimization_sql: str | None = None
 
     def q(self, name: str) -> str:
         """Validate and quote one identifier (case-folded the way this engine folds)."""
@@ -178,6 +184,8 @@ SNOWFLAKE = SqlDialect(
     point_lookups=False,
     checkpoints=False,
     flat_stage=True,
+    raw_cluster_sql=" CLUSTER BY ({})",
+    search_optimization_sql="ALTER TABLE {table} ADD SEARCH OPTIMIZATION ON EQUALITY({column})",
 )
 DIALECTS: dict[str, SqlDialect] = {d.name: d for d in (DUCKDB, SNOWFLAKE)}
 

@@ -67,6 +67,32 @@ def _registered(warehouse: Warehouse, spec: ObjectSpec) -> list[tuple]:
     )
 
 
+def _adds_search_optimization(warehouse: Warehouse) -> bool:
+    """Does this warehouse resource want search optimization on new tables? (Snowflake's
+    `adds_search_optimization`; fakesnow cannot run the statement, so tests leave it off.)"""
+    wants = getattr(warehouse, "adds_search_optimization", None)
+    return bool(wants and wants())
+
+
+def _ensure_raw_appends(warehouse: Warehouse, spec: ObjectSpec) -> None:
+    """Create the raw-append ledger; seed it from a raw table that predates it (once)."""
+    d = dialect_of(warehouse)
+    q, s = d.q, warehouse.schema_names
+    warehouse.execute(st.create_raw_appends(d, s))
+    ledger = warehouse.query(
+        f"SELECT COUNT(*) FROM {d.table(s.meta, st.RAW_APPENDS)} "
+        f"WHERE {q('object_name')} = {d.string(spec.name)}"
+    )[0][0]
+    if ledger:
+        return
+    held = warehouse.query(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM {d.table(s.raw, spec.table)} LIMIT 1) r"
+    )[0][0]
+    if held:
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        warehouse.execute(st.raw_appends_from_raw(d, spec, s, now))
+
+
 def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
     """Create the schemas, meta tables and the object's layer tables if absent."""
     d = dialect_of(warehouse)
@@ -75,6 +101,7 @@ def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
     warehouse.execute(st.create_schema_registry(d, s))
     warehouse.execute(st.create_load_log(d, s))
     warehouse.execute(st.create_raw(d, spec, s))
+    _ensure_raw_appends(warehouse, spec)
     warehouse.execute(st.create_current(d, spec, s))
     warehouse.execute(st.create_history(d, spec, s))
     if d.point_lookups:
@@ -104,6 +131,10 @@ def sync_schema(
             raise IncompatibleTypeChangeError(spec.name, f.name, old[2], f.wtype.label())
 
     ensure_tables(warehouse, spec)
+    if change.created_tables and _adds_search_optimization(warehouse):
+        # Once, with the object's first describe (an ALTER, so not on every run).
+        for statement in st.search_optimization(d, spec, s):
+            warehouse.execute(statement)
     reg = d.table(s.meta, "schema_registry")
     described = {f.name for f in spec.fields}
     for f in spec.fields:

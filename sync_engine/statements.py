@@ -83,7 +83,8 @@ def create_raw(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
     """Raw: append-only, typed fields next to the payload as received."""
     cols = [f"{d.q(c)} {ddl}" for c, ddl in _meta_ddl(d).items()]
     cols += [f"{d.q(IS_DELETED_COLUMN)} BOOLEAN", *_field_ddl(d, spec)]
-    return f"CREATE TABLE IF NOT EXISTS {d.table(s.raw, spec.table)} ({', '.join(cols)})"
+    cluster = d.raw_cluster_sql.format(d.q("change_date"))
+    return f"CREATE TABLE IF NOT EXISTS {d.table(s.raw, spec.table)} ({', '.join(cols)}){cluster}"
 
 
 def create_current(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
@@ -122,6 +123,17 @@ def create_history_index(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str
     q = d.q
     name = q(f"{spec.table}_id_idx")
     return f"CREATE INDEX IF NOT EXISTS {name} ON {d.table(s.history, spec.table)} ({q('id')})"
+
+
+def search_optimization(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> list[str]:
+    """Snowflake: search optimization on current's and scd2's `id` (every apply reads and
+    rewrites them by touched ids); none where an index serves (DuckDB)."""
+    if d.search_optimization_sql is None:
+        return []
+    return [
+        d.search_optimization_sql.format(table=d.table(schema, spec.table), column=d.q("id"))
+        for schema in (s.current, s.history)
+    ]
 
 
 def create_quarantine(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
@@ -213,24 +225,172 @@ def dedupe_batch(d: SqlDialect) -> str:
 
 
 def insert_raw(
-    d: SqlDialect, spec: ObjectSpec, s: SchemaNames, dmin: dt.date, dmax: dt.date
+    d: SqlDialect,
+    spec: ObjectSpec,
+    s: SchemaNames,
+    dmin: dt.date,
+    dmax: dt.date,
+    *,
+    anti_join: bool = True,
 ) -> str:
     """Idempotent append: rows whose change_id raw already holds are skipped.
 
     A change_id fixes the version and so the change_date: the anti-join only reads raw's
     [dmin, dmax] days, which zone maps (DuckDB) / partition pruning (Snowflake) cut to
-    the batch's days instead of the whole history. A flat stage's JSON text is parsed.
+    the batch's days instead of the whole history. Without `anti_join` (the raw-append
+    ledger proved raw holds none of these change ids: `raw_append_overlaps`) raw is not
+    read at all. A flat stage's JSON text is parsed.
     """
     q = d.q
     cols = raw_columns(spec)
     parsed = _JSON_TEXT_COLUMNS if d.flat_stage else ()
     select = ", ".join(f"PARSE_JSON(b.{q(c)})" if c in parsed else f"b.{q(c)}" for c in cols)
-    return (
+    insert = (
         f"INSERT INTO {d.table(s.raw, spec.table)} ({_cols(d, cols)}) "
-        f"SELECT {select} FROM {q('sfdc_tmp_batch')} b "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {d.table(s.raw, spec.table)} r "
+        f"SELECT {select} FROM {q('sfdc_tmp_batch')} b"
+    )
+    if not anti_join:
+        return insert
+    return (
+        f"{insert} WHERE NOT EXISTS (SELECT 1 FROM {d.table(s.raw, spec.table)} r "
         f"WHERE r.{q('change_date')} BETWEEN {d.date_literal(dmin)} AND {d.date_literal(dmax)} "
         f"AND r.{q('change_id')} = b.{q('change_id')})"
+    )
+
+
+# The raw-append ledger, sfdc_meta.raw_appends: per raw INSERT and change-id family, the
+# rows it appended and their day and record-id ranges, the read (a Bulk job) and the part
+# label they came from (docs/engine.md, "The raw-append ledger").
+RAW_APPENDS = "raw_appends"
+# Change ids are tagged hashes (changes.py): a CDC id hashes ("cdc", event, record), a REST
+# snapshot's ends with "rest", Bulk/delete-scan/fill/refresh ids have their own tags. Ids
+# of two families can never be equal, so only same-family appends are compared.
+FAMILY_OF_SOURCE = {"cdc": "cdc", "rest": "rest"}
+OTHER_FAMILY = "bulk"
+
+
+def family_sql(d: SqlDialect, source: str) -> str:
+    """The change-id family of a row whose source column is `source` (an expression)."""
+    cases = " ".join(f"WHEN {d.string(v)} THEN {d.string(f)}" for v, f in FAMILY_OF_SOURCE.items())
+    return f"CASE {source} {cases} ELSE {d.string(OTHER_FAMILY)} END"
+
+
+def create_raw_appends(d: SqlDialect, s: SchemaNames) -> str:
+    """sfdc_meta.raw_appends: what each raw INSERT appended (the 'already in raw?' ledger)."""
+    q = d.q
+    return (
+        f"CREATE TABLE IF NOT EXISTS {d.table(s.meta, RAW_APPENDS)} ("
+        f"{q('object_name')} VARCHAR NOT NULL, {q('batch_id')} VARCHAR NOT NULL, "
+        f"{q('read_id')} VARCHAR, {q('label')} VARCHAR, {q('family')} VARCHAR NOT NULL, "
+        f"{q('rows')} {d.bigint} NOT NULL, {q('day_min')} DATE NOT NULL, "
+        f"{q('day_max')} DATE NOT NULL, {q('id_min')} VARCHAR NOT NULL, "
+        f"{q('id_max')} VARCHAR NOT NULL, {q('appended_at')} {d.timestamp} NOT NULL)"
+    )
+
+
+def raw_appends_from_raw(
+    d: SqlDialect,
+    spec: ObjectSpec,
+    s: SchemaNames,
+    at: dt.datetime,
+    where: str = "",
+    read_id: str | None = None,
+    label: str | None = None,
+) -> str:
+    """Ledger rows recomputed from raw, per batch id and family (`where` filters raw).
+
+    Seeds the ledger of a raw table that predates it (no read: compared with everything),
+    and records an append whose anti-join skipped rows (its exact counts).
+    """
+    q = d.q
+    read = "NULL" if read_id is None else d.string(read_id)
+    lab = "NULL" if label is None else d.string(label)
+    family = family_sql(d, q("source"))
+    return (
+        f"INSERT INTO {d.table(s.meta, RAW_APPENDS)} SELECT {d.string(spec.name)}, "
+        f"{q('batch_id')}, {read}, {lab}, {family}, COUNT(*), MIN({q('change_date')}), "
+        f"MAX({q('change_date')}), MIN({q('record_id')}), MAX({q('record_id')}), "
+        f"{d.timestamp_literal(at)} FROM {d.table(s.raw, spec.table)} "
+        f"WHERE {q('batch_id')} IS NOT NULL{where} GROUP BY {q('batch_id')}, {family}"
+    )
+
+
+def insert_raw_append(
+    d: SqlDialect,
+    spec: ObjectSpec,
+    s: SchemaNames,
+    batch_id: str,
+    read_id: str | None,
+    label: str | None,
+    family: str,
+    rows: int,
+    days: tuple[dt.date, dt.date],
+    ids: tuple[str, str],
+    at: dt.datetime,
+) -> str:
+    """One ledger row: `rows` rows of `family` appended under `batch_id`."""
+    read = "NULL" if read_id is None else d.string(read_id)
+    lab = "NULL" if label is None else d.string(label)
+    return (
+        f"INSERT INTO {d.table(s.meta, RAW_APPENDS)} VALUES ({d.string(spec.name)}, "
+        f"{d.string(batch_id)}, {read}, {lab}, {d.string(family)}, {int(rows)}, "
+        f"{d.date_literal(days[0])}, {d.date_literal(days[1])}, {d.string(ids[0])}, "
+        f"{d.string(ids[1])}, {d.timestamp_literal(at)})"
+    )
+
+
+def raw_append_overlaps(
+    d: SqlDialect,
+    spec: ObjectSpec,
+    s: SchemaNames,
+    families: Sequence[tuple[str, dt.date, dt.date, str, str]],
+    read_id: str | None,
+    label: str | None,
+) -> str:
+    """How many earlier appends could hold a change id of a chunk with these families.
+
+    `families`: (family, day min, day max, record id min, record id max) of the chunk. An
+    append can hold one of its change ids only if it has the same family and overlapping
+    days and record ids, and is not another part of the same read (a Bulk job returns
+    each record once, so its parts share no change id). Appends of the same part (a
+    retry) do count.
+    """
+    q = d.q
+    terms = " OR ".join(
+        f"({q('family')} = {d.string(f)} AND {q('day_min')} <= {d.date_literal(dmax)} "
+        f"AND {q('day_max')} >= {d.date_literal(dmin)} AND {q('id_min')} <= {d.string(imax)} "
+        f"AND {q('id_max')} >= {d.string(imin)})"
+        for f, dmin, dmax, imin, imax in families
+    )
+    same_read = ""
+    if read_id is not None and label is not None:
+        same_read = (
+            f" AND NOT ({q('read_id')} IS NOT DISTINCT FROM {d.string(read_id)} "
+            f"AND {q('label')} IS DISTINCT FROM {d.string(label)})"
+        )
+    return (
+        f"SELECT COUNT(*) FROM {d.table(s.meta, RAW_APPENDS)} "
+        f"WHERE {q('object_name')} = {d.string(spec.name)} AND ({terms or 'FALSE'}){same_read}"
+    )
+
+
+def raw_appended_rows(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
+    """How many raw rows the ledger says carry `batch_id` (NULL: none)."""
+    q = d.q
+    return (
+        f"SELECT SUM({q('rows')}) FROM {d.table(s.meta, RAW_APPENDS)} "
+        f"WHERE {q('object_name')} = {d.string(spec.name)} "
+        f"AND {q('batch_id')} = {d.string(batch_id)}"
+    )
+
+
+def delete_raw_appends(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
+    """Drop the ledger rows of `batch_id` (before recomputing them from raw)."""
+    q = d.q
+    return (
+        f"DELETE FROM {d.table(s.meta, RAW_APPENDS)} "
+        f"WHERE {q('object_name')} = {d.string(spec.name)} "
+        f"AND {q('batch_id')} = {d.string(batch_id)}"
     )
 
 
@@ -278,6 +438,21 @@ def touched(d: SqlDialect) -> str:
         f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_touched')} AS "
         f"SELECT {q('record_id')} AS {q('id')}, MIN({q('version')}) AS {q('vmin')}, "
         f"COUNT(*) AS {q('n')} FROM {q('sfdc_tmp_apply')} GROUP BY {q('record_id')}"
+    )
+
+
+def id_counts(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str | None) -> str:
+    """Current's rows and duplicated ids: `COUNT(*)`, `COUNT(*) - COUNT(DISTINCT id)`.
+
+    With `id_filter` (an id list or a subquery: the ids a run touched) it reads only those
+    records (DuckDB: the PRIMARY KEY's index; Snowflake: search optimization on `id`);
+    None reads the whole table (the nightly check).
+    """
+    q = d.q
+    where = "" if id_filter is None else f" WHERE {q('id')} IN ({id_filter})"
+    return (
+        f"SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT {q('id')}) "
+        f"FROM {d.table(s.current, spec.table)}{where}"
     )
 
 

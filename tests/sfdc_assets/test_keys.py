@@ -15,7 +15,7 @@ def _built(name: str) -> list[dg.AssetsDefinition]:
 
 
 def test_the_raw_op_name_the_sensors_configure_is_the_raw_asset_s_op() -> None:
-    raw, current_scd2, _ = _built("OpportunityLineItem")
+    raw, current_scd2, *_ = _built("OpportunityLineItem")
 
     assert raw.op.name == keys.raw_op_name("OpportunityLineItem")
     assert raw.op.name == "salesforce__raw__opportunitylineitem"
@@ -27,6 +27,7 @@ def test_every_check_a_sync_run_requests_is_one_the_factory_built() -> None:
 
     assert set(keys.run_checks("Opportunity")) <= built
     assert keys.reconcile_check("Opportunity") in built
+    assert keys.full_unique_check("Opportunity") in built
 
 
 def test_keys_are_the_same_for_a_config_and_its_api_name() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from resources.duckdb_warehouse import DuckDBWarehouse
@@ -77,3 +79,35 @@ def test_compatible_type_change_is_accepted(duck):
         tuple(FieldSpec(f.name, "picklist") if f.name == "Name" else f for f in SPEC.fields),
     )
     assert registry.sync_schema(duck, relabeled).change.added == []
+
+
+def _snowflake(search_optimization: bool | None) -> Any:
+    from resources.snowflake_warehouse import SnowflakeWarehouse
+
+    return SnowflakeWarehouse(
+        account="fake",
+        user="fake",
+        password="snow",
+        database="SFDCSEARCH",
+        search_optimization=search_optimization,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_search_optimization_is_added_with_the_first_describe_only_when_asked(tmp_path):
+    import fakesnow
+    import snowflake.connector
+
+    db, off = tmp_path / "fake", tmp_path / "off"
+    db.mkdir()
+    off.mkdir()
+    # fakesnow cannot run ADD SEARCH OPTIMIZATION: that it fails shows it is issued.
+    with fakesnow.patch(db_path=db), pytest.raises(snowflake.connector.ProgrammingError):
+        registry.sync_schema(_snowflake(True), SPEC)
+    with fakesnow.patch(db_path=off):
+        registry.sync_schema(_snowflake(None), SPEC)  # off by default: nothing issued
+    with fakesnow.patch(db_path=db, nop_regexes=[".*ADD SEARCH OPTIMIZATION.*"]):
+        assert registry.sync_schema(_snowflake(True), SPEC).change.created_tables
+    with fakesnow.patch(db_path=db):
+        # The tables exist: a later describe does not issue it again.
+        assert not registry.sync_schema(_snowflake(True), SPEC).change.created_tables
