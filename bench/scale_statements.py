@@ -335,10 +335,13 @@ def render(small: dict, large: dict) -> str:
         "raw's `record_id`/`change_type` columns over nearly all of raw (here all of it: "
         "the benchmark's raw is one day; at 10M the sorted id chunks also prune some row "
         "groups by `record_id`, since this raw is in id order like a bootstrap's). **Not "
-        "O(batch)**, and not a small fix: a whole image must be found by id, so it needs a "
-        "per-record marker written by whole changes (a column of current, or an id-keyed "
-        "meta table), or search optimization on raw's `record_id` on Snowflake "
-        "(serverless credits on the largest table). Open (docs/cost.md prices it).",
+        "O(batch).** Since this was measured the raw step no longer asks it about records "
+        "the run's own REST re-read holds whole (`incomplete.partial_only`'s `rereads`): "
+        "with `reread_after_cdc` (the default) that is every record the events changed, "
+        "so a CDC run issues none of these statements. For an object with "
+        "`reread_after_cdc: false` it remains O(raw); making it O(batch) needs the whole "
+        "image found by id (a per-record marker written by whole changes, or search "
+        "optimization on raw's `record_id` on Snowflake). The benchmark calls it directly.",
         f"- the polling part ({POLL_ROWS:,} records): above `LITERAL_ID_LIMIT` (20,000) "
         "touched ids DuckDB swaps its inlined id lists (ART index lookups) for a hash join "
         "with the touched-id temp table, which scans current (`fetch_current`, the DELETE) "
