@@ -58,7 +58,7 @@ bench-latency: setup
 bench-engine: setup
 	$(PY) -m bench.engine
 
-# Rows scanned per recurring statement at 1M vs 10M rows (~6 min), then the statements
+# Rows scanned per recurring statement at 1M vs 10M rows (~5 min), then the statements
 # per run on the Snowflake path through fakesnow; both write docs/performance.md.
 bench-scale-statements: setup
 	$(PY) -m bench.scale_statements

@@ -211,10 +211,12 @@ def poll_part(first_idx: int, first_ms: int, tag: str) -> pl.DataFrame:
 def worker(rows: int, path: str) -> dict:
     """Build one table size, then profile every recurring run on it."""
     wh = ProfiledDuckDB(path=path)
+    started_on = machine()
     started = time.perf_counter()
     build_tables(wh, rows)
     batches.ensure_ledger(wh)
     out: dict[str, Any] = {"rows": rows, "build_s": time.perf_counter() - started}
+    out["machine"] = started_on
     out["load_avg"] = os.getloadavg()[0]
     next_ms, seed = BATCH_MS, 1
     # One unprofiled run first: the meta tables' first rows, DuckDB's first-use caches.
@@ -273,7 +275,8 @@ def render(small: dict, large: dict) -> str:
     s, big = small["rows"], large["rows"]
     lines = [
         f"Command: `make bench-scale-statements` (`python -m bench.scale_statements`) on "
-        f"{machine()}. Table build load: {small['load_avg']:.2f} / {large['load_avg']:.2f} "
+        f"{small.get('machine') or machine()}. Table build load: "
+        f"{small['load_avg']:.2f} / {large['load_avg']:.2f} "
         "(1-min, at each size's first run); rows scanned are counted, so load does not "
         "change them.",
         "",
