@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency clean
+.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency bench-scale-statements clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -57,6 +57,12 @@ bench-latency: setup
 
 bench-engine: setup
 	$(PY) -m bench.engine
+
+# Rows scanned per recurring statement at 1M vs 10M rows (~5 min), then the statements
+# per run on the Snowflake path through fakesnow; both write docs/performance.md.
+bench-scale-statements: setup
+	$(PY) -m bench.scale_statements
+	$(PY) -m bench.snowflake_statements
 
 # Also measures Postgres run storage when BENCH_POSTGRES_URL names a server (docs/operations.md).
 bench-backfill: setup

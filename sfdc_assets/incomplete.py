@@ -35,10 +35,15 @@ def carries_partial_changes(manifest: Manifest) -> bool:
     return manifest.kind != "backfill" and manifest.meta.get("source") != "rest"
 
 
-def partial_only(frames: Iterable[pl.DataFrame]) -> list[str]:
+def partial_only(frames: Iterable[pl.DataFrame], rereads: Iterable[pl.DataFrame] = ()) -> list[str]:
     """Ids these change frames change only partially (no whole image among them), sorted.
 
     Ids that are not record ids (a wildcard of a gap event) are left out: nothing to read.
+    `rereads` are the run's REST re-reads (the CDC sensor's re-read after CDC, gap
+    repairs): a record they hold whole is landed whole by this very run, so it is neither
+    looked up in raw nor read again. With `reread_after_cdc` (the default) that is every
+    record the events changed, and the raw lookup, whose read grows with raw
+    (docs/performance.md), is skipped.
     """
     from sync_engine.warehouse import RECORD_ID_RE
 
@@ -50,6 +55,12 @@ def partial_only(frames: Iterable[pl.DataFrame]) -> list[str]:
                 whole.add(rid)
             elif kind in PARTIAL_CHANGES and RECORD_ID_RE.fullmatch(rid or ""):
                 partial.add(rid)
+    for frame in rereads:
+        whole.update(
+            rid
+            for kind, rid in zip(frame["change_type"], frame["record_id"], strict=True)
+            if kind in WHOLE_CHANGES
+        )
     return sorted(partial - whole)
 
 
@@ -134,7 +145,13 @@ def land_incomplete(
         if carries_partial_changes(manifest)
         for index in range(len(manifest.parts))
     )
-    candidates = partial_only(frames)
+    rereads = (
+        batches.read_part(landing, manifest, index)
+        for manifest in manifests
+        if manifest.meta.get("source") == "rest"
+        for index in range(len(manifest.parts))
+    )
+    candidates = partial_only(frames, rereads)
     if not candidates:
         return []
     missing = set(candidates) - read_whole_before(warehouse, spec, candidates)

@@ -152,6 +152,15 @@ def test_only_records_changed_partially_and_never_whole_in_the_batch_are_re_read
     assert partial_only(frames) == [OPP_A]
 
 
+def test_records_the_run_re_reads_whole_by_rest_are_not_looked_up_again() -> None:
+    # Regression: with re-read after CDC every changed record rode in the run whole, yet
+    # was looked up in raw (a read of nearly all of raw per CDC run) and read again.
+    events = [pl.DataFrame({"change_type": ["UPDATE", "UPDATE"], "record_id": [OPP_A, OPP_B]})]
+    rereads = [pl.DataFrame({"change_type": ["SNAPSHOT", "DELETE"], "record_id": [OPP_A, OPP_B]})]
+
+    assert partial_only(events, rereads) == [OPP_B]  # a re-read delete is not an image
+
+
 def test_bulk_parts_and_rest_re_reads_are_whole_and_cdc_batches_may_be_partial() -> None:
     assert carries_partial_changes(manifest(source="cdc"))
     assert not carries_partial_changes(manifest(source="rest"))
