@@ -374,24 +374,23 @@ def raw_append_overlaps(
     )
 
 
-def raw_appended_rows(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
-    """How many raw rows the ledger says carry `batch_id` (NULL: none)."""
+def _ledger_of_batch(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
+    """The raw-append ledger's rows of `batch_id`: `<table> WHERE ...`."""
     q = d.q
     return (
-        f"SELECT SUM({q('rows')}) FROM {d.table(s.meta, RAW_APPENDS)} "
-        f"WHERE {q('object_name')} = {d.string(spec.name)} "
+        f"{d.table(s.meta, RAW_APPENDS)} WHERE {q('object_name')} = {d.string(spec.name)} "
         f"AND {q('batch_id')} = {d.string(batch_id)}"
     )
+
+
+def raw_appended_rows(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
+    """How many raw rows the ledger says carry `batch_id` (NULL: none)."""
+    return f"SELECT SUM({d.q('rows')}) FROM {_ledger_of_batch(d, spec, s, batch_id)}"
 
 
 def delete_raw_appends(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, batch_id: str) -> str:
     """Drop the ledger rows of `batch_id` (before recomputing them from raw)."""
-    q = d.q
-    return (
-        f"DELETE FROM {d.table(s.meta, RAW_APPENDS)} "
-        f"WHERE {q('object_name')} = {d.string(spec.name)} "
-        f"AND {q('batch_id')} = {d.string(batch_id)}"
-    )
+    return f"DELETE FROM {_ledger_of_batch(d, spec, s, batch_id)}"
 
 
 def select_to_apply(

@@ -30,15 +30,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     stop_emulator(emu)
 
 
-@pytest.fixture
-def client(emulator: Emulator) -> Iterator[SalesforceClient]:
-    emulator.faults.reset()
-    c = emulator.client()
-    yield c
-    c.close()
-    emulator.faults.reset()
-
-
 def future() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=5)
 
