@@ -2,7 +2,7 @@
 
     sfdc-emulator serve --state-dir DIR [--scale tiny|small|medium|N] [--seed N]
                         [--traffic RATE] [--info-file PATH] [--port N] [--hostname NAME]...
-                        [--delivery-limit N]
+                        [--delivery-limit N] [--count OBJECT=N]... [--traffic-object OBJECT=W]...
     sfdc-emulator admin --info-file PATH <command> [args...]
     sfdc-emulator truth --state-dir DIR --object OBJ --out FILE.parquet
 
@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,23 @@ def _positive_int(value: str) -> int:
 
 def _scale(value: str) -> str | int:
     return int(value) if value.isdigit() else value
+
+
+def _assignment(kind: type[int] | type[float]) -> Callable[[str], tuple[str, float]]:
+    """`Object=number` options (`--count Task=10000000`, `--traffic-object Task=0.7`)."""
+
+    def parse(text: str) -> tuple[str, float]:
+        name, sep, value = text.partition("=")
+        try:
+            if not sep or not name.isidentifier():
+                raise ValueError
+            return name, kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected Object={kind.__name__}, e.g. Task=1000; got {text!r}"
+            ) from None
+
+    return parse
 
 
 def _parse_value(text: str) -> Any:
@@ -123,6 +141,8 @@ def _serve(ns: argparse.Namespace) -> int:
         hostnames=ns.hostname,
         pubsub_tls=ns.pubsub_tls,
         delivery_limit=ns.delivery_limit,
+        counts={k: int(v) for k, v in ns.count},
+        traffic_objects=dict(ns.traffic_object),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,8 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a local org until stopped")
     serve.add_argument("--state-dir", required=True, help="the org's files (created if new)")
     serve.add_argument("--scale", default="tiny", help="tiny | small | medium | N Tasks")
+    serve.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        type=_assignment(int),
+        metavar="OBJECT=N",
+        help="seed N rows of OBJECT instead of the scale's (repeatable; a new org only)",
+    )
     serve.add_argument("--seed", type=int, default=7)
     serve.add_argument("--traffic", type=float, default=0.0, help="live changes per second")
+    serve.add_argument(
+        "--traffic-object",
+        action="append",
+        default=[],
+        type=_assignment(float),
+        metavar="OBJECT=WEIGHT",
+        help="the traffic's object weights (repeatable; given ones replace the default mix)",
+    )
     serve.add_argument("--info-file", help="also write the JSON handshake here")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="HTTPS port (0 = any free)")

@@ -9,7 +9,7 @@ Accounts/Opportunities/Contacts/Leads, owners at Users); timestamps spread over 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -249,10 +249,11 @@ class Plan:
     counts: dict[str, int]
 
 
-def plan(scale: str | int) -> Plan:
+def plan(scale: str | int, overrides: Mapping[str, int] | None = None) -> Plan:
     """Row counts: named scales, or an int N = number of Tasks (others proportional, with
     the Opportunity:activity ratio of the design target, ~1:60 at 8M:500M, relaxed to 1:20
-    so small runs still have a meaningful Opportunity table)."""
+    so small runs still have a meaningful Opportunity table). ``overrides`` replaces single
+    objects (`serve --count Opportunity=1000000`), e.g. a production-shaped ratio."""
     if isinstance(scale, str):
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}: tiny, small, medium or an int")
@@ -285,6 +286,12 @@ def plan(scale: str | int) -> Plan:
             "Task": tasks,
             "Event": max(5, tasks // 4),
         }
+    for name, n in (overrides or {}).items():
+        if name not in counts:
+            raise ValueError(f"unknown object {name!r} in counts: one of {sorted(counts)}")
+        if n < 1:
+            raise ValueError(f"count of {name} must be at least 1, not {n}")
+        counts[name] = int(n)
     return Plan(counts)
 
 
@@ -785,13 +792,14 @@ def generate(
     *,
     anchor: datetime | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    counts: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Seed the org with data at ``scale``; returns rows inserted per object.
 
     Deterministic for (fresh store, scale, seed, anchor). ``anchor`` (default: emulator now)
-    is "now" for the generated history.
+    is "now" for the generated history; ``counts`` overrides single objects (`plan`).
     """
-    counts = plan(scale).counts
+    planned = plan(scale, counts).counts
     anchor = anchor or store.clock.now()
     if anchor.tzinfo is None:
         anchor = anchor.replace(tzinfo=UTC)
@@ -805,9 +813,9 @@ def generate(
         ("OpportunityLineItem", gen.line_items),
     ]
     for obj, step in steps:
-        step(counts[obj])
+        step(planned[obj])
     for obj, chunked in (("Task", gen.tasks), ("Event", gen.events)):
-        total = counts[obj]
+        total = planned[obj]
         for chunk, start in enumerate(range(0, total, chunk_rows)):
             chunked(min(chunk_rows, total - start), chunk)
-    return counts
+    return planned

@@ -21,7 +21,7 @@ from sfdc_emulator.generator import generate
 from sfdc_emulator.http_server import HttpServer
 from sfdc_emulator.pubsub.server import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_KEEPALIVE_S, PubSubServer
 from sfdc_emulator.store import OrgStore
-from sfdc_emulator.traffic import TrafficGenerator
+from sfdc_emulator.traffic import DEFAULT_OBJECTS, Mix, TrafficGenerator
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class EmulatorServer:
         keepalive_s / idle_timeout_s: Pub/Sub timing (Salesforce: 270 s / 60 s).
         delivery_limit: CDC events delivered per rolling 24 h (DailyDeliveredPlatformEvents);
             past it Subscribe fails with ``subscription.limit.exceeded``.
+        counts: seed rows of single objects, overriding the scale's (a new org only).
+        traffic_objects: the traffic's object weights (default: `traffic.DEFAULT_OBJECTS`).
     """
 
     def __init__(
@@ -69,6 +71,8 @@ class EmulatorServer:
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         api_version: str = "59.0",
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        counts: Mapping[str, int] | None = None,
+        traffic_objects: Mapping[str, float] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.scale = scale
@@ -84,6 +88,14 @@ class EmulatorServer:
         self.idle_timeout_s = idle_timeout_s
         self.api_version = api_version
         self.delivery_limit = delivery_limit
+        self.counts = dict(counts or {})
+        self.traffic_objects = dict(traffic_objects or {})
+        unknown = sorted(set(self.traffic_objects) - set(DEFAULT_OBJECTS))
+        if unknown or any(w < 0 for w in self.traffic_objects.values()):
+            raise ValueError(
+                f"traffic object weights must be >= 0 for objects the traffic changes "
+                f"({', '.join(sorted(DEFAULT_OBJECTS))}); got {self.traffic_objects}"
+            )
         self.store: OrgStore | None = None
         self.http: HttpServer | None = None
         self.pubsub: PubSubServer | None = None
@@ -96,9 +108,10 @@ class EmulatorServer:
         store = OrgStore(self.state_dir, clock=Clock(), faults=faults)
         self.store = store
         if store.count("Account", include_deleted=True) == 0:
-            counts = generate(store, self.scale, self.seed)
+            counts = generate(store, self.scale, self.seed, counts=self.counts)
             log.info("seeded a new org: %s", counts)
-        self.traffic = TrafficGenerator(store, self.traffic_rate, seed=self.seed)
+        mix = Mix(objects=self.traffic_objects) if self.traffic_objects else None
+        self.traffic = TrafficGenerator(store, self.traffic_rate, seed=self.seed, mix=mix)
         self.http = HttpServer(
             store,
             faults,

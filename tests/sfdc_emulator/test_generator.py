@@ -115,3 +115,47 @@ def test_int_scale_means_that_many_tasks_with_the_rest_proportional() -> None:
     assert counts["OpportunityLineItem"] == 2 * counts["Opportunity"]
     with pytest.raises(ValueError):
         plan("enormous")
+
+
+def test_counts_override_single_objects_and_the_org_holds_exactly_them(tmp_path: Path) -> None:
+    # A production-shaped ratio (bench.scale): many Opportunities, few Accounts.
+    overrides = {"Opportunity": 300, "Account": 7, "Task": 500}
+    store = OrgStore(tmp_path / "org")
+    try:
+        counts = generate(store, 1000, seed=1, anchor=ANCHOR, counts=overrides)
+        assert {k: counts[k] for k in overrides} == overrides
+        assert counts["Event"] == plan(1000).counts["Event"]
+        for obj in OBJECTS:
+            if obj != "User":  # the org also holds its system users (Automated Process, ...)
+                assert store.count(obj, include_deleted=True) == counts[obj]
+        # Children still point at parents that exist, however few.
+        assert _refs(store, "Opportunity", "AccountId") <= _ids(store, "Account")
+    finally:
+        store.close()
+
+
+def test_counts_override_refuses_unknown_objects_and_empty_counts() -> None:
+    with pytest.raises(ValueError, match="unknown object 'Opportunities'"):
+        plan(1000, {"Opportunities": 5})
+    with pytest.raises(ValueError, match="at least 1"):
+        plan(1000, {"Task": 0})
+
+
+def test_serve_parses_counts_and_traffic_weights_and_names_a_bad_one() -> None:
+    from sfdc_emulator.cli import build_parser
+
+    ns = build_parser().parse_args(
+        ["serve", "--state-dir", "x", "--count", "Task=10", "--traffic-object", "Task=0.5"]
+    )
+    assert ns.count == [("Task", 10)] and ns.traffic_object == [("Task", 0.5)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--state-dir", "x", "--count", "Task"])
+
+
+def test_the_server_refuses_traffic_weights_for_objects_the_traffic_cannot_change(
+    tmp_path: Path,
+) -> None:
+    from sfdc_emulator.server import EmulatorServer
+
+    with pytest.raises(ValueError, match="traffic object weights"):
+        EmulatorServer(tmp_path / "org", traffic_objects={"Invoice__c": 1.0})
