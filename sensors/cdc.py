@@ -38,6 +38,7 @@ import dagster as dg
 
 from resources.landing import LandingStore, Manifest
 from resources.salesforce.resource import SalesforceResource
+from sensors.automation import is_bootstrapped
 from sensors.cursor import CdcCursor, Landed, dumps
 from sensors.run_requests import rebackfill_request, requests_for
 from sfdc_assets.describe import cache_describe, describe_cache
@@ -459,15 +460,24 @@ def poll_tick(
     now_ms: int,
     lag_ms: int,
     partitions: dg.DailyPartitionsDefinition,
+    ready: Callable[[str], bool] = lambda name: True,
 ) -> tuple[list[dg.RunRequest], dict[str, int]]:
     """One tick of the polling sensor: a re-backfill of each polled object whose interval
-    has passed, and the new cursor (object -> last poll time, ms)."""
+    has passed, and the new cursor (object -> last poll time, ms).
+
+    `ready(name)`: the object is bootstrapped. One that is not is left out, its cursor
+    untouched: its poll would queue beside its bootstrap and re-read a window of a table
+    the backfill has not filled yet; once bootstrapped it is polled on the next tick (the
+    bootstrap's tail re-read covers the time the bootstrap ran).
+    """
     cursor = dict(last_polled_ms)
     requests = []
     for o in polled:
         last = cursor.get(o.name)
         interval_ms = o.poll_minutes * 60_000
         if last is not None and now_ms - last < interval_ms:
+            continue
+        if not ready(o.name):
             continue
         # Overlap one poll interval plus the lag: a re-read of the same rows is a no-op.
         since = (last or now_ms) - interval_ms - lag_ms
@@ -481,13 +491,22 @@ def poll_tick(
 
 def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None:
     """Objects without CDC (`mode: polling`): a re-read of the recent window every
-    `poll_minutes`, as a targeted re-backfill run (§4 reconciles the overlap)."""
+    `poll_minutes`, as a targeted re-backfill run (§4 reconciles the overlap).
+
+    With `settings.bootstrap` on, only bootstrapped objects are polled (as `sfdc_reconcile`
+    does): issue 11, a poll of Task or Event before its backfill competed with the
+    bootstrap runs in the run queue and read windows of a table not filled yet. With it
+    off the operator backfills by hand, and every polled object is polled.
+    """
     sync = sync or load_config()
     polled = [o for o in sync.objects if o.mode == "polling"]
     if not polled:
         return None
     partitions = daily_partitions(sync.settings.partitions_start)
     lag_ms = sync.settings.bulk_lag_seconds * 1000
+    gated = sync.settings.bootstrap
+    first = partitions.get_first_partition_key()
+    assert first
 
     @dg.sensor(
         name="sfdc_polling",
@@ -498,7 +517,20 @@ def polling_sensor(sync: SyncConfig | None = None) -> dg.SensorDefinition | None
     def _poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         last = json.loads(context.cursor) if context.cursor else {}
         now_ms = int(time.time() * 1000)
-        requests, cursor = poll_tick(polled, last, now_ms, lag_ms, partitions)
+        waiting: list[str] = []
+
+        def ready(name: str) -> bool:
+            if not gated or is_bootstrapped(context.instance, name, first):
+                return True
+            waiting.append(name)
+            return False
+
+        requests, cursor = poll_tick(polled, last, now_ms, lag_ms, partitions, ready)
+        if waiting:
+            message = f"not polled until bootstrapped: {', '.join(waiting)}"
+            if not requests:
+                return dg.SensorResult(skip_reason=dg.SkipReason(message), cursor=dumps(cursor))
+            context.log.info(message)
         return dg.SensorResult(run_requests=requests, cursor=dumps(cursor))
 
     return _poll

@@ -38,7 +38,11 @@ def build_definitions() -> dg.Definitions:
     platform = dg.Definitions(
         assets=apply_freshness(build_assets(sync)),
         sensors=[s for s in sensors if s is not None],
-        schedules=[reconcile_schedule(sync), nightly_checks_schedule(sync), *dbt_schedules(sync)],
+        schedules=[
+            s
+            for s in (reconcile_schedule(sync), nightly_checks_schedule(sync), *dbt_schedules(sync))
+            if s is not None
+        ],
         resources={**build_resources(), "slack": slack_alerter_from_env()},
         # Every run executes its steps in the run's own process. A run here is a chain
         # (raw -> current+scd2 -> dbt) whose steps serialise on the warehouse writer anyway;

@@ -27,6 +27,7 @@ from sfdc_assets.checks import (
     full_id_unique_result,
     id_unique_full_check,
     id_unique_result,
+    live_count_check,
     nightly_checks_schedule,
     touched_id_counts,
 )
@@ -181,17 +182,30 @@ def test_on_snowflake_the_run_check_reads_current_through_the_touched_id_temp_ta
 def test_the_nightly_schedule_runs_every_objects_full_check(tmp_path: Path) -> None:
     sync = load_config()
     schedule = nightly_checks_schedule(sync)
+    # The job also runs the polled objects' live count (tests/sfdc_assets/test_check_schedules.py).
+    polled = [
+        live_count_check(o.name, asset_key("current", o), o.key_name)
+        for o in sync.objects
+        if o.mode == "polling"
+    ]
     defs = dg.Definitions(
-        asset_checks=[id_unique_full_check(o.name, asset_key("current", o)) for o in sync.objects],
+        asset_checks=[
+            *(id_unique_full_check(o.name, asset_key("current", o)) for o in sync.objects),
+            *polled,
+        ],
         schedules=[schedule],
-        resources={"warehouse": DuckDBWarehouse(path=str(tmp_path / "wh.duckdb"))},
+        resources={
+            "warehouse": DuckDBWarehouse(path=str(tmp_path / "wh.duckdb")),
+            "salesforce": dg.ResourceDefinition.none_resource(),
+        },
     )
     job = defs.resolve_job_def(schedule.job_name)
-    checks = job.asset_layer.asset_graph.asset_check_keys
+    checks = [
+        c for c in job.asset_layer.asset_graph.asset_check_keys if c.name == CURRENT_ID_UNIQUE_FULL
+    ]
 
     assert schedule.name == "sfdc_nightly_checks"
     assert schedule.cron_schedule == sync.settings.dbt.nightly_cron
-    assert {c.name for c in checks} == {CURRENT_ID_UNIQUE_FULL}
     assert {c.asset_key for c in checks} == {asset_key("current", o) for o in sync.objects}
 
 

@@ -81,7 +81,14 @@ def test_a_channel_group_without_cdc_objects_gets_no_sensor_and_polling_covers_t
     assert [s.name for s in cdc_sensors(config)] == ["cdc_revenue", "cdc_people"]
     polling = polling_sensor(config)
     assert polling is not None
-    # Its first tick asks for a re-read of every polled object.
+    # Its first tick after their bootstrap asks for a re-read of every polled object.
     with dg.instance_for_test() as instance:
+        for name in ("Event", "Task", "User"):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=asset_key("current", name),
+                    partition=config.settings.partitions_start,
+                )
+            )
         data = polling.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert sorted(r.tags[OBJECT_TAG] for r in data.run_requests) == ["Event", "Task", "User"]
