@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency bench-scale-statements clean
+.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency bench-scale-statements bench-scale clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -63,6 +63,11 @@ bench-engine: setup
 bench-scale-statements: setup
 	$(PY) -m bench.scale_statements
 	$(PY) -m bench.snowflake_statements
+
+# The platform on an org of production shape under production rates (bench/scale.py:
+# ~40 min of bootstrap, 20 min of traffic, up to 30 min of drain), after the statements.
+bench-scale: bench-scale-statements
+	$(PY) -m bench.scale
 
 # Also measures Postgres run storage when BENCH_POSTGRES_URL names a server (docs/operations.md).
 bench-backfill: setup

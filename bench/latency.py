@@ -115,6 +115,7 @@ class Stack:
     traffic: float
     scale: str
     workspace: str = "workspace.yaml"
+    emulator_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=_free_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     location: str = ""
@@ -161,6 +162,7 @@ class Stack:
                 *(sys.executable, "-m", "sfdc_emulator", "serve"),
                 *("--state-dir", str(self.root / "org"), "--scale", self.scale),
                 *("--traffic", str(self.traffic), "--info-file", str(self.info_path)),
+                *self.emulator_args,
             ],
             self.env(),
             "emulator",
@@ -237,9 +239,18 @@ class Stack:
         return done, sum(1 for r in runs if r["status"] in active)
 
     def latest_materialization(self) -> float | None:
-        nodes = _gql(self.port, LATEST_MATERIALIZATION, {"k": [{"path": CURRENT_KEY}]})
+        return self.latest_materialization_of(OBJECT.lower()) or None
+
+    def latest_materialization_of(self, table: str) -> float:
+        """Epoch seconds of the latest materialization of salesforce/current/<table>; 0: none."""
+        key = ["salesforce", "current", table]
+        nodes = _gql(self.port, LATEST_MATERIALIZATION, {"k": [{"path": key}]})
         mats = nodes["assetNodes"][0]["assetMaterializations"] if nodes["assetNodes"] else []
-        return int(mats[0]["timestamp"]) / 1000 if mats else None
+        return int(mats[0]["timestamp"]) / 1000 if mats else 0.0
+
+    def info(self) -> dict[str, Any]:
+        """The emulator's handshake (admin calls)."""
+        return json.loads(self.info_path.read_text())
 
     def ticks(self) -> dict[str, list[dict[str, Any]]]:
         out = {}

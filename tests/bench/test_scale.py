@@ -1,0 +1,28 @@
+"""bench.scale's arithmetic: the production rates and the commit → queryable matching."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.scale import latencies, traffic_mix, traffic_summary
+
+
+def test_the_traffic_is_the_business_rates_per_second() -> None:
+    rate, weights = traffic_mix()
+    assert sum(weights.values()) == pytest.approx(1.0)
+    per_day = {obj: w * rate * 86_400 for obj, w in weights.items()}
+    assert per_day["Opportunity"] == pytest.approx(80_000)
+    assert per_day["Task"] + per_day["Event"] == pytest.approx(5_000_000)
+
+
+def test_each_change_is_timed_to_the_first_materialization_after_its_apply() -> None:
+    # (commit, apply started): the apply at 12 is materialized at 13, not at 11.
+    pairs = [(10.0, 12.0), (20.0, 25.0), (30.0, 40.0)]
+    values, unmatched = latencies(pairs, [11.0, 13.0, 26.0])
+    assert values == [3.0, 6.0]
+    assert unmatched == 1  # applied at 40, nothing materialized after it
+
+
+def test_the_traffic_summary_counts_committed_changes_per_object_not_skips() -> None:
+    stats = {"update:Task": 5, "create:Task": 2, "update:Opportunity": 1, "skipped:X": 9}
+    assert traffic_summary({"stats": stats}) == "Task 7, Opportunity 1"
