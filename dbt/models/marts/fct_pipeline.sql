@@ -1,18 +1,18 @@
+-- Incremental (docs/dbt.md "Incremental marts"): the owners rebuilt are those any
+-- opportunity written since the last build has or had (every scd2 version: a reassigned
+-- or re-staged deal leaves its old group), the owners renamed since, and, with a quota
+-- source, those whose quota differs from the one the mart holds. An owner is the unit:
+-- owner_month_pipeline_amount, the quota and the owner's name span all of an owner's
+-- rows. Salesforce requires Opportunity.OwnerId, so no row has a null key.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_keys',
+    unique_key='owner_id',
+) }}
+{%- set since = sfdc_sync.incremental_since() %}
 {%- set quota_enabled = var('quota_enabled') | as_bool -%}
 
 with
-
-opportunities as (
-
-    select * from {{ ref('stg_salesforce__opportunity') }}
-
-),
-
-users as (
-
-    select * from {{ ref('stg_salesforce__user') }}
-
-),
 
 {% if quota_enabled -%}
 quota as (
@@ -27,6 +27,45 @@ quota as (
 ),
 
 {% endif -%}
+
+{% if is_incremental() -%}
+affected_keys as (
+
+    select distinct touched.key_id from (
+        -- the first branch names the column (key_id)
+        {{ sfdc_sync.touched_values('opportunity', 'ownerid', since) }}
+        union all
+        {{ sfdc_sync.changed_ids(source('salesforce', 'user'), since) }}
+        {%- if quota_enabled %}
+        union all
+        select built.owner_id
+        from {{ this }} as built
+        left join quota
+            on built.owner_id = quota.owner_id
+            and built.close_month = quota.close_month
+        where built.quota_amount is distinct from quota.quota_amount
+        {%- endif %}
+    ) as touched
+    where touched.key_id is not null
+
+),
+
+{% endif -%}
+
+opportunities as (
+
+    select * from {{ ref('stg_salesforce__opportunity') }}
+    {%- if is_incremental() %}
+    where owner_id in (select affected_keys.key_id from affected_keys)
+    {%- endif %}
+
+),
+
+users as (
+
+    select * from {{ ref('stg_salesforce__user') }}
+
+),
 
 open_opportunities as (
 
@@ -72,11 +111,12 @@ final as (
         quota.quota_amount,
         sum(pipeline.pipeline_amount) over (
             partition by pipeline.owner_id, pipeline.close_month
-        ) / nullif(quota.quota_amount, 0) as pipeline_coverage
+        ) / nullif(quota.quota_amount, 0) as pipeline_coverage,
         {%- else %}
         cast(null as decimal(18, 2)) as quota_amount,
-        cast(null as double) as pipeline_coverage
+        cast(null as double) as pipeline_coverage,
         {%- endif %}
+        {{ sfdc_sync.utc_now() }} as built_at
 
     from pipeline
     left join users on pipeline.owner_id = users.user_id
@@ -89,4 +129,4 @@ final as (
 
 )
 
-select * from final
+{{ sfdc_sync.incremental_batch('owner_id') }}
