@@ -11,42 +11,61 @@
 ) }}
 {%- set since = sfdc_sync.incremental_since() %}
 {%- set quota_enabled = var('quota_enabled') | as_bool -%}
-
-with
-
-{% if quota_enabled -%}
-quota as (
-
+{%- if quota_enabled %}
+{%- set quota_query %}
     select
         owner_id,
         {{ sfdc_sync.month_start('quota_month') }} as close_month,
         sum(quota_amount) as quota_amount
     from {{ source('revenue_ops', 'quota') }}
     group by 1, 2
+{%- endset %}
+{%- endif %}
+{%- set quota_changed = '' %}
+{%- if quota_enabled and is_incremental() %}
+{%- set quota_changed %}
+        -- with a quota source: owners whose quota is not the mart's
+        union all
+        select built.owner_id
+        from {{ this }} as built
+        left join ({{ quota_query }}) as quota
+            on built.owner_id = quota.owner_id
+            and built.close_month = quota.close_month
+        where built.quota_amount is distinct from quota.quota_amount
+{%- endset %}
+{%- endif %}
+{%- if is_incremental() %}
+{%- set affected_query %}
+    select distinct touched.key_id from (
+        -- the first branch names the column (key_id)
+        {{ sfdc_sync.touched_values('opportunity', 'ownerid', since) }}
+        union all
+        -- renamed owners
+        select id from {{ source('salesforce', 'user') }}
+        where _synced_at >= {{ since }}{{ quota_changed }}
+    ) as touched
+    where touched.key_id is not null
+
+{%- endset %}
+{%- set affected = sfdc_sync.inlined_keys(affected_query) %}
+{%- endif %}
+
+with
+
+{% if quota_enabled -%}
+quota as (
+
+    {{ quota_query }}
 
 ),
 
 {% endif -%}
 
 {% if is_incremental() -%}
-affected_keys as (
+-- read by incremental_batch, which the linter sees as `select * from final`
+affected_keys as (  -- noqa: ST03
 
-    select distinct touched.key_id from (
-        -- the first branch names the column (key_id)
-        {{ sfdc_sync.touched_values('opportunity', 'ownerid', since) }}
-        union all
-        {{ sfdc_sync.changed_ids(source('salesforce', 'user'), since) }}
-        {%- if quota_enabled %}
-        union all
-        select built.owner_id
-        from {{ this }} as built
-        left join quota
-            on built.owner_id = quota.owner_id
-            and built.close_month = quota.close_month
-        where built.quota_amount is distinct from quota.quota_amount
-        {%- endif %}
-    ) as touched
-    where touched.key_id is not null
+    {{ affected.relation }}
 
 ),
 
@@ -56,7 +75,7 @@ opportunities as (
 
     select * from {{ ref('stg_salesforce__opportunity') }}
     {%- if is_incremental() %}
-    where owner_id in (select affected_keys.key_id from affected_keys)
+    where owner_id in {{ affected.list }}
     {%- endif %}
 
 ),
@@ -64,6 +83,9 @@ opportunities as (
 users as (
 
     select * from {{ ref('stg_salesforce__user') }}
+    {%- if is_incremental() %}
+    where user_id in {{ affected.list }}
+    {%- endif %}
 
 ),
 
