@@ -30,7 +30,9 @@ class _MacroNamespace:
     """`sfdc_sync.<macro>(args)` renders as `<macro>(args)`, or as a stand-in query."""
 
     def __getattr__(self, name: str) -> Any:
-        def render(*args: Any, **kwargs: Any) -> str:
+        def render(*args: Any, **kwargs: Any) -> Any:
+            if name == "inlined_keys":
+                return {"list": "(select key_id from keys)", "relation": "select key_id from keys"}
             if name in _QUERY_MACROS:
                 return _QUERY_MACROS[name]
             return f"{name}({', '.join(str(arg) for arg in [*args, *kwargs.values()])})"

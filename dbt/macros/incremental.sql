@@ -120,3 +120,46 @@
     from {{ source('salesforce', name) }}
     where _synced_at >= {{ since }}
 {%- endmacro %}
+
+
+{#
+    The keys `query` returns (one column), read first and inlined as literals, so the
+    reads of the affected keys' rows are pruned to the micro-partitions (DuckDB: row
+    groups) whose min/max can hold them. A semi-join on a subquery is not pruned before
+    the scan: measured on DuckDB, `account_id in (select ... from affected_keys)` read
+    every contact and opportunity (the planner hashed the big side), the same filter
+    with the 17 literal keys read 40 contacts (bench/dbt_rows_scanned.py). As with
+    incremental_since(), the query runs once more than it appears in the model.
+
+    Returns {'list': a parenthesized list for `x in <list>`, 'relation': a query with
+    one column key_id}. Over var incremental_inline_keys_max keys (or at parse time):
+    the query itself in both, which selects the same rows without the pruning. No key:
+    `(null)`, which matches nothing, and an empty relation.
+#}
+{% macro inlined_keys(query) -%}
+    {%- set limit = var('incremental_inline_keys_max') | int -%}
+    {%- set subquery = {'list': '(select key_id from (' ~ query ~ ') as keys)',
+        'relation': 'select key_id from (' ~ query ~ ') as keys'} -%}
+    {%- if not execute -%}
+        {{ return(subquery) }}
+    {%- endif -%}
+    {%- set marked = '-- sfdc_sync inlined_keys: affected keys, read first\n' ~ query -%}
+    {%- set keys = run_query(marked).columns[0].values() | reject('none') | unique | list -%}
+    {%- if keys | length > limit -%}
+        {{ return(subquery) }}
+    {%- endif -%}
+    {%- if keys | length == 0 -%}
+        {{ return({'list': '(null)',
+            'relation': 'select cast(null as varchar) as key_id where 1 = 0'}) }}
+    {%- endif -%}
+    {%- set literals = [] -%}
+    {%- for key in keys -%}
+        {%- do literals.append("'" ~ (key | string | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {%- set selects = [] -%}
+    {%- for literal in literals -%}
+        {%- do selects.append('select ' ~ literal ~ ' as key_id') -%}
+    {%- endfor -%}
+    {{ return({'list': '(' ~ literals | join(', ') ~ ')',
+        'relation': selects | join('\n    union all\n    ')}) }}
+{%- endmacro %}

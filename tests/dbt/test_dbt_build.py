@@ -329,6 +329,17 @@ def test_fct_pipeline_fills_coverage_when_a_quota_source_is_enabled(org):
     # A zero quota gives no ratio rather than a division error.
     assert set(coverage) <= {(False, 0.5), (True, None)}
     assert (False, 0.5) in coverage
+    # That build was incremental (fct_pipeline existed without a quota): the owners whose
+    # quota differs from the mart's were rebuilt, as a full refresh would.
+    mart = "select * exclude (built_at) from marts.fct_pipeline order by all"
+    incremental = query(path, mart)
+    run = run_dbt(
+        ["build", "--select", "fct_pipeline", "--full-refresh", "--vars", "{quota_enabled: true}"],
+        path,
+        path.parent / "dbt_full",
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert query(path, mart) == incremental
 
 
 def test_commission_preview_shows_a_deal_won_after_the_build_without_a_rebuild(org):

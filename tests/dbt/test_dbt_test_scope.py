@@ -5,7 +5,9 @@ on every 5-minute build. With `--vars '{recent_days: N}'` (macros/test_scope.sql
 reads the rows written in the last N days; with 0 (the default, the nightly build) all.
 Here two broken facts are planted 3 days in the past (an opportunity whose account never
 arrived, a second open scd2 version); the recent build does not read them, the full one
-fails on both; a fresh broken fact fails the recent build too.
+fails on both; a fresh broken fact fails the recent build too. The relationships test is
+nightly only (`where: __nightly__`: its parent side is a whole-table read), so a fresh
+orphan is the nightly build's to find, and the recent build reads no row of it.
 """
 
 import datetime as dt
@@ -64,12 +66,21 @@ def _plant(tmp_path_factory) -> dict:
         )
     recent = run_dbt(["build", "--select", "staging", *RECENT], path, base / "recent")
     full = run_dbt(["build", "--select", "staging"], path, base / "full")
-    # A fact broken now, outside the late-arrival window's tolerance (window 0).
+    # Facts broken now, outside the late-arrival window's tolerance (window 0): an orphan
+    # and a second open version of it.
     with engine(path) as wh:
         apply(wh, opp, snapshot_rows(opp, [_opportunity(NEW_ORPHAN, MISSING_ACCOUNT)]))
+        wh.execute(
+            "insert into sfdc_history.opportunity by name "
+            "select * replace (valid_from + interval 1 second as valid_from) "
+            "from sfdc_history.opportunity where id = ?",
+            [NEW_ORPHAN],
+        )
     window = ["--vars", "{recent_days: 2, late_arrival_window_minutes: -1}"]
     fresh = run_dbt(["build", "--select", "staging", *window], path, base / "fresh")
-    return {"recent": recent, "full": full, "fresh": fresh}
+    nightly = ["--vars", "{late_arrival_window_minutes: -1}"]
+    night = run_dbt(["build", "--select", "staging", *nightly], path, base / "nightly")
+    return {"recent": recent, "full": full, "fresh": fresh, "nightly": night}
 
 
 @pytest.fixture(scope="module")
@@ -92,5 +103,14 @@ def test_the_full_build_reads_every_row_and_fails_on_both(runs):
 
 
 def test_a_recent_build_still_fails_on_a_fact_broken_recently(runs):
-    # Only the new orphan is read: the one planted 3 days ago stays outside the window.
-    assert runs["fresh"].failures(RELATIONSHIP) == ("fail", 1)
+    # Only the new duplicate is read: the one planted 3 days ago stays outside the window.
+    assert runs["fresh"].failures(SCD2) == ("fail", 1)
+
+
+def test_a_nightly_only_test_reads_no_row_on_a_recent_build(runs):
+    assert runs["fresh"].failures(RELATIONSHIP) == ("pass", 0)
+
+
+def test_the_nightly_build_finds_every_orphan_old_and_new(runs):
+    assert runs["nightly"].failures(RELATIONSHIP) == ("fail", 2)
+    assert runs["nightly"].failures(SCD2) == ("fail", 2)
