@@ -340,15 +340,15 @@ def render(small: dict, large: dict) -> str:
         "leaves them (every record read whole: marker TRUE); a current table migrated from "
         "before the marker pays the old O(raw) read for its NULL rows until their next "
         "whole change (docs/engine.md).",
-        f"- the polling part ({POLL_ROWS:,} records) is lower at 10M: above "
-        "`LITERAL_ID_LIMIT` (20,000) touched ids, once current holds >= "
-        "`LIST_MIN_ROWS_PER_ID` (100) rows per touched id (here at 10M, not at 1M) the ids "
-        "stay inlined in lists of 20,000, one fetch, close and DELETE per list (n above; "
-        "index lookups, scd2 closed by index). Below that DuckDB hash-joins the touched-id "
-        "temp table, which reads current and scd2 whole, at most 100 rows per touched id "
-        "(the 1M column: ~21), and is then faster in wall time than the ~25-50 us per id "
-        "of index lookups (docs/engine.md). Snowflake is unchanged: every size joins the "
-        "temp table, pruned by search optimization on `id`.",
+        f"- the polling part ({POLL_ROWS:,} records): above `LITERAL_ID_LIMIT` (20,000) "
+        "touched ids, while current holds >= `LIST_MIN_ROWS_PER_ID` (10) rows per touched "
+        "id, the ids stay inlined in lists of 20,000, one fetch, close and DELETE per list "
+        "(index lookups, scd2 closed by index); before, DuckDB hash-joined the touched-id "
+        "temp table and read current and scd2 whole. Index lookups cost ~25-65 us per id "
+        "per statement at any size, the join ~0.1 us per table row, so the part is slower "
+        "in wall time at these sizes than with the join (docs/engine.md) and faster from a "
+        "few hundred rows per id on. Snowflake is unchanged: every size joins the temp "
+        "table, pruned by search optimization on `id`.",
         "- `cdc 10,000 / UPDATE sfdc_history` is lower at 10M: with scd2 under 600 rows per "
         "touched id DuckDB closes versions by a scan, which is faster there "
         "(`INDEX_CLOSE_ROWS_PER_ID`); its rows are bounded by 600 x the touched ids.",

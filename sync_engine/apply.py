@@ -53,14 +53,15 @@ LITERAL_ID_LIMIT = 20_000
 # current and scd2 whole: O(table) per chunk (a 50K-record poll part read all of a 10M-row
 # table three times). So once the table holds at least this many rows per touched id, the
 # ids stay inlined, in lists of LITERAL_ID_LIMIT, one statement per list (index lookups:
-# rows read = the touched records'). Below it the join reads at most this many rows per
-# touched id, so it is O(batch) too, and faster in wall time. Measured, a 50K-record poll
-# part (2 shared cores, load ~4-5): the lists cost ~25-65 us per id per statement (at 10M
+# rows read = the touched records'); only a chunk comparable to the table (a backfill into
+# a small or empty one) takes the join. The price is time: measured with a 50K-record poll
+# part (2 shared cores, load ~4-5), the lists cost ~25-65 us per id per statement (at 10M
 # rows fetch 3.3 s, scd2 close 1.7 s, DELETE 1.3 s: the run 9.2 s, against 5.2 s with the
-# join at load ~3), the join ~0.1 us per table row (the 1M run 3.6 s); so at 10M rows the
-# lists still cost more time, and win from a few hundred rows per id on (Task/Event's
-# ~500M rows). The bar here is rows read per run growing with the batch, not the table.
-LIST_MIN_ROWS_PER_ID = 100
+# join at load ~3; at 1M 6.8-9.5 s against 2.5-8.0 s), the join ~0.1 us per table row; the
+# lists win in time from a few hundred rows per id on (Task/Event's ~500M rows). At 100,
+# the 1M-row poll kept the join (3.6 s) but the statements a run issues then depend on the
+# table's size; the bar (issue 11) is rows read per run growing with the batch only.
+LIST_MIN_ROWS_PER_ID = 10
 # Closing scd2 versions: DuckDB scans scd2 at ~0.05 s per 1M rows, or reads a touched id's
 # rows through the ART index at ~30 us per id (10K ids: 0.10 s scan / 0.26 s index at 1M
 # rows, 0.53 s / 0.39 s at 10M); the index wins once scd2 holds this many rows per id.
