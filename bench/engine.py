@@ -77,7 +77,11 @@ def _rid(col: str) -> pl.Expr:
 
 
 def build_tables(wh: DuckDBWarehouse, rows: int) -> None:
-    """current, scd2 and raw with `rows` records, one version each, built inside DuckDB."""
+    """current, scd2 and raw with `rows` records, one version each, built inside DuckDB.
+
+    As a bootstrap applied by this engine leaves them: every record read whole once (its
+    snapshot in raw), so current's `_read_whole` marker is TRUE.
+    """
     registry.sync_schema(wh, SPEC)
     version = (
         f"lpad(({TABLE_MS} + i)::VARCHAR, 15, '0') || '1' || lpad(to_hex(i), 16, '0') "
@@ -95,7 +99,7 @@ def build_tables(wh: DuckDBWarehouse, rows: int) -> None:
     con = wh.connection
     con.execute(
         f"INSERT INTO sfdc.opportunity SELECT {rid}, {fields}, FALSE, {version}, 'bulk', "
-        f"TIMESTAMP '2024-01-02' FROM range({rows}) r(i)"
+        f"TIMESTAMP '2024-01-02', TRUE FROM range({rows}) r(i)"
     )
     con.execute(
         f"INSERT INTO sfdc_history.opportunity SELECT {rid}, {fields}, FALSE, {version}, 'bulk', "

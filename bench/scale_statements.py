@@ -332,27 +332,23 @@ def render(small: dict, large: dict) -> str:
         "Reading it. Every statement of the CDC runs and of the scoped checks reads the same "
         "rows at both sizes (ratio <= 1.00), except:",
         "",
-        "- `incomplete.read_whole_before` (raw, once per 1,000 candidate ids) reads raw from "
-        "the candidates' earliest first scd2 version on. CDC updates of records first read "
-        "by the bootstrap put that bound at the oldest record's first version, so it reads "
-        "raw's `record_id`/`change_type` columns over nearly all of raw (here all of it: "
-        "the benchmark's raw is one day; at 10M the sorted id chunks also prune some row "
-        "groups by `record_id`, since this raw is in id order like a bootstrap's). **Not "
-        "O(batch).** Since this was measured the raw step no longer asks it about records "
-        "the run's own REST re-read holds whole (`incomplete.partial_only`'s `rereads`): "
-        "with `reread_after_cdc` (the default) that is every record the events changed, "
-        "so a CDC run issues none of these statements. For an object with "
-        "`reread_after_cdc: false` it remains O(raw); making it O(batch) needs the whole "
-        "image found by id (a per-record marker written by whole changes, or search "
-        "optimization on raw's `record_id` on Snowflake). The benchmark calls it directly.",
+        "- `incomplete.read_whole_before` reads current's `_read_whole` marker of the "
+        "candidates by id (one statement per 1,000 ids, PRIMARY KEY index) and sends raw "
+        "only the ids it does not settle: NULL (rows from before the marker) from their "
+        "first scd2 version on, unmarked ones from the first pending ledger day on (none "
+        "pending here, so no raw read). The tables are built as this engine's bootstrap "
+        "leaves them (every record read whole: marker TRUE); a current table migrated from "
+        "before the marker pays the old O(raw) read for its NULL rows until their next "
+        "whole change (docs/engine.md).",
         f"- the polling part ({POLL_ROWS:,} records): above `LITERAL_ID_LIMIT` (20,000) "
-        "touched ids DuckDB swaps its inlined id lists (ART index lookups) for a hash join "
-        "with the touched-id temp table, which scans current (`fetch_current`, the DELETE) "
-        "and scd2 (the close) whole: O(table) by design on DuckDB (the join was measured "
-        "as fast as planning so long a list at these sizes). Snowflake has no such switch: "
-        "every size joins the temp table, pruned by search optimization on `id`. To keep "
-        "DuckDB O(part), land polling parts of <= 20,000 records, or make the limit grow "
-        "with the table (open).",
+        "touched ids, while current holds >= `LIST_MIN_ROWS_PER_ID` (10) rows per touched "
+        "id, the ids stay inlined in lists of 20,000, one fetch, close and DELETE per list "
+        "(index lookups, scd2 closed by index); before, DuckDB hash-joined the touched-id "
+        "temp table and read current and scd2 whole. Index lookups cost ~25-65 us per id "
+        "per statement at any size, the join ~0.1 us per table row, so the part is slower "
+        "in wall time at these sizes than with the join (docs/engine.md) and faster from a "
+        "few hundred rows per id on. Snowflake is unchanged: every size joins the temp "
+        "table, pruned by search optimization on `id`.",
         "- `cdc 10,000 / UPDATE sfdc_history` is lower at 10M: with scd2 under 600 rows per "
         "touched id DuckDB closes versions by a scan, which is faster there "
         "(`INDEX_CLOSE_ROWS_PER_ID`); its rows are bounded by 600 x the touched ids.",

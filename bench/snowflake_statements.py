@@ -181,7 +181,8 @@ def render(captured: list[tuple[str, str, str]]) -> str:
         "Each Dagster run also opens a session (`USE SCHEMA`, not counted). The base table has "
         f"{BASE_RECORDS:,} records: on Snowflake the engine joins temp tables rather than "
         "inlining ids, so these counts do not grow with the table; only "
-        "`read_whole_before` sends one statement pair per 1,000 candidate ids.",
+        "`read_whole_before` sends one statement per 1,000 candidate ids (current's "
+        "`_read_whole` marker; raw only for the ids it leaves unsettled, none here).",
         "",
         "| run | statements | compute | bulk loads | tables read | tables written | temp tables |",
         "|---|---:|---:|---:|---|---|---:|",

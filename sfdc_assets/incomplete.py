@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sync_engine.warehouse import Warehouse
 
 # Change types that carry a whole record; UPDATE and DELETE events carry only what changed.
+# (= `sync_engine.statements.WHOLE_CHANGE_TYPES`, which the apply's marker uses.)
 WHOLE_CHANGES = ("SNAPSHOT", "CREATE", "UNDELETE")
 PARTIAL_CHANGES = ("UPDATE", "DELETE")
 # Ids per `IN (...)` lookup: keeps each statement small on both dialects.
@@ -95,14 +96,53 @@ def earliest_whole_day(warehouse: Warehouse, spec: ObjectSpec, ids: list[str]) -
 def read_whole_before(warehouse: Warehouse, spec: ObjectSpec, ids: list[str]) -> set[str]:
     """The ids among `ids` that raw already holds a whole image of.
 
-    Raw is read from `earliest_whole_day` on only: its change_date prunes it (zone maps on
-    DuckDB, clustering on Snowflake), so records first seen recently cost their recent
-    days, not all of raw (which `record_id IN (...)` alone scanned on every CDC run).
+    current's `_read_whole` marker (`statements.READ_WHOLE_COLUMN`, kept by the apply)
+    answers by id: TRUE = a whole change of the record was applied, so raw holds it. Raw
+    is asked only about the rest, and never from the bootstrap day on for all of them
+    (which read nearly all of raw: docs/performance.md):
+    - marker NULL (a row written before the marker existed, unknown): raw from
+      `earliest_whole_day` of those ids on, as before the marker;
+    - marker FALSE or no current row: only a whole image appended but not applied yet can
+      be in raw, i.e. in a pending part of the ledger: raw from the first pending day on,
+      and no read at all when no part is pending.
+    """
+    from sync_engine.dialect import dialect_of
+    from sync_engine.statements import READ_WHOLE_COLUMN
+
+    d = dialect_of(warehouse)
+    q = d.q
+    current = d.table(warehouse.schema_names.current, spec.table)
+    marked: set[str] = set()
+    unknown: set[str] = set()
+    for start in range(0, len(ids), IN_LIST_CHUNK):
+        chunk = d.id_list(ids[start : start + IN_LIST_CHUNK])
+        for rid, whole in warehouse.query(
+            f"SELECT {q('id')}, {q(READ_WHOLE_COLUMN)} FROM {current} WHERE {q('id')} IN ({chunk})"
+        ):
+            if whole is None:
+                unknown.add(rid)
+            elif whole:
+                marked.add(rid)
+    rest = sorted(set(ids) - marked - unknown)
+    seen = set(marked)
+    if unknown:
+        legacy = sorted(unknown)
+        seen |= _raw_whole(warehouse, spec, legacy, earliest_whole_day(warehouse, spec, legacy))
+    if rest:
+        seen |= _raw_whole(warehouse, spec, rest, batches.first_pending_day(warehouse, spec.name))
+    return seen
+
+
+def _raw_whole(
+    warehouse: Warehouse, spec: ObjectSpec, ids: list[str], since: dt.date | None
+) -> set[str]:
+    """The ids among `ids` with a whole change in raw on or after `since` (None: none).
+
+    Raw's change_date prunes the read (zone maps on DuckDB, clustering on Snowflake).
     """
     from sync_engine.dialect import dialect_of
 
-    since = earliest_whole_day(warehouse, spec, ids)
-    if since is None:
+    if since is None or not ids:
         return set()
     d = dialect_of(warehouse)
     q = d.q

@@ -49,6 +49,19 @@ log = logging.getLogger(__name__)
 # list costs ~20 us per id to plan, the same as hash-joining a ~7M-row id column, so
 # larger batches (comparable to the table anyway) use a hash join instead.
 LITERAL_ID_LIMIT = 20_000
+# Above LITERAL_ID_LIMIT touched ids, a hash join with the touched-id temp table scans
+# current and scd2 whole: O(table) per chunk (a 50K-record poll part read all of a 10M-row
+# table three times). So once the table holds at least this many rows per touched id, the
+# ids stay inlined, in lists of LITERAL_ID_LIMIT, one statement per list (index lookups:
+# rows read = the touched records'); only a chunk comparable to the table (a backfill into
+# a small or empty one) takes the join. The price is time: measured with a 50K-record poll
+# part (2 shared cores, load ~4-5), the lists cost ~25-65 us per id per statement (at 10M
+# rows fetch 3.3 s, scd2 close 1.7 s, DELETE 1.3 s: the run 9.2 s, against 5.2 s with the
+# join at load ~3; at 1M 6.8-9.5 s against 2.5-8.0 s), the join ~0.1 us per table row; the
+# lists win in time from a few hundred rows per id on (Task/Event's ~500M rows). At 100,
+# the 1M-row poll kept the join (3.6 s) but the statements a run issues then depend on the
+# table's size; the bar (issue 11) is rows read per run growing with the batch only.
+LIST_MIN_ROWS_PER_ID = 10
 # Closing scd2 versions: DuckDB scans scd2 at ~0.05 s per 1M rows, or reads a touched id's
 # rows through the ART index at ~30 us per id (10K ids: 0.10 s scan / 0.26 s index at 1M
 # rows, 0.53 s / 0.39 s at 10M); the index wins once scd2 holds this many rows per id.
@@ -473,9 +486,14 @@ def _logged(warehouse: Warehouse, spec: ObjectSpec, batch_id: str) -> bool:
 
 def _history_rows(warehouse: Warehouse, spec: ObjectSpec) -> int:
     """DuckDB's row count estimate of the object's scd2 table (catalog only, no scan)."""
+    return _table_rows(warehouse, warehouse.schema_names.history, spec)
+
+
+def _table_rows(warehouse: Warehouse, schema: str, spec: ObjectSpec) -> int:
+    """DuckDB's row count estimate of one of the object's tables (catalog only, no scan)."""
     rows = warehouse.query(
         "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [warehouse.schema_names.history, spec.table],
+        [schema, spec.table],
     )
     return int(rows[0][0]) if rows else 0
 
@@ -657,6 +675,10 @@ class Classified:
     id_filter: str
     late_filter: str | None  # None: no record is late
     literal_ids: bool
+    # The same ids for the statements that read or write current/scd2 by id: one inlined
+    # list of at most LITERAL_ID_LIMIT ids each (one statement per list), or the filter.
+    id_chunks: tuple[str, ...] = ()
+    late_chunks: tuple[str, ...] = ()
 
     @property
     def all_new(self) -> bool:
@@ -674,12 +696,19 @@ def _classify(warehouse: Warehouse, spec: ObjectSpec) -> Classified | None:
     records, applied = warehouse.query(st.touched_counts(d))[0]
     if not records:
         return None
-    literal_ids = d.point_lookups and records <= LITERAL_ID_LIMIT
-    id_filter = _id_filter(warehouse, literal_ids, late_only=False)
-    warehouse.execute(st.fetch_current(d, spec, warehouse.schema_names, id_filter))
+    literal_ids = d.point_lookups and (
+        records <= LITERAL_ID_LIMIT
+        or _table_rows(warehouse, warehouse.schema_names.current, spec)
+        >= LIST_MIN_ROWS_PER_ID * records
+    )
+    id_filter, id_chunks = _id_filter(warehouse, literal_ids, late_only=False)
+    for i, chunk in enumerate(id_chunks):
+        warehouse.execute(st.fetch_current(d, spec, warehouse.schema_names, chunk, append=i > 0))
     warehouse.execute(st.classify(d))
     late, new = warehouse.query(st.class_counts(d))[0]
-    late_filter = _id_filter(warehouse, literal_ids, late_only=True) if late else None
+    late_filter, late_chunks = (
+        _id_filter(warehouse, literal_ids, late_only=True) if late else (None, ())
+    )
     return Classified(
         records=int(records),
         applied=int(applied or 0),
@@ -688,14 +717,28 @@ def _classify(warehouse: Warehouse, spec: ObjectSpec) -> Classified | None:
         id_filter=id_filter,
         late_filter=late_filter,
         literal_ids=literal_ids,
+        id_chunks=id_chunks,
+        late_chunks=late_chunks,
     )
 
 
-def _id_filter(warehouse: Warehouse, literal: bool, *, late_only: bool) -> str:
-    """The touched (or late) ids as an inlined list (`literal`) or as a subquery."""
+def _id_filter(
+    warehouse: Warehouse, literal: bool, *, late_only: bool
+) -> tuple[str, tuple[str, ...]]:
+    """The touched (or late) ids as a filter, and as the filters of the by-id statements.
+
+    `literal`: inlined lists of at most LITERAL_ID_LIMIT ids (the filter is the one list,
+    or the subquery when there are several); else the subquery, once.
+    """
     d = dialect_of(warehouse)
-    ids = st.touched_ids(d, late_only=late_only)
-    return d.id_list([r[0] for r in warehouse.query(ids)]) if literal else ids
+    sub = st.touched_ids(d, late_only=late_only)
+    if not literal:
+        return sub, (sub,)
+    ids = [r[0] for r in warehouse.query(sub)]
+    chunks = tuple(
+        d.id_list(ids[i : i + LITERAL_ID_LIMIT]) for i in range(0, len(ids), LITERAL_ID_LIMIT)
+    )
+    return (chunks[0] if len(chunks) == 1 else sub), chunks
 
 
 def _fold(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> list[int]:
@@ -705,7 +748,10 @@ def _fold(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> list[int]:
     Returns inserted, updated, deleted, noop, late and history_rows of those records.
     """
     d, s = dialect_of(warehouse), warehouse.schema_names
-    warehouse.execute(st.fetch_anchors(d, spec, s, c.late_filter))
+    if c.late_filter is None:
+        warehouse.execute(st.fetch_anchors(d, spec, s, None))
+    for i, chunk in enumerate(c.late_chunks):
+        warehouse.execute(st.fetch_anchors(d, spec, s, chunk, append=i > 0))
     since = dt.date(1970, 1, 1)
     if c.late_filter is not None:
         # Raw rows after the anchor have change_date >= the anchor's day; a late
@@ -728,17 +774,28 @@ class WritePlan:
     merge: bool  # some records were folded: close/insert scd2, replace their current rows
     new: bool  # some records are new: their one scd2 row and current row, straight
     close_by_index: bool  # `statements.close_open_versions(by_index=...)`
+    # One statement per filter for the by-id writes (`Classified.id_chunks`); empty: the
+    # filters above, once.
+    id_chunks: tuple[str, ...] = ()
+    late_chunks: tuple[str, ...] = ()
 
 
 def _plan(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> WritePlan:
     """Decide the writes; on an indexed dialect, how to close scd2 rows (table size)."""
     merge = not c.all_new
+    # Several id lists: one close per list, so a scan would read scd2 once per list; the
+    # lists are used only while scd2 is large next to the chunk, where the index wins.
     by_index = (
         merge
         and c.literal_ids
-        and _history_rows(warehouse, spec) > INDEX_CLOSE_ROWS_PER_ID * c.records
+        and (
+            len(c.id_chunks) > 1
+            or _history_rows(warehouse, spec) > INDEX_CLOSE_ROWS_PER_ID * c.records
+        )
     )
-    return WritePlan(c.id_filter, c.late_filter, merge, c.new > 0, by_index)
+    return WritePlan(
+        c.id_filter, c.late_filter, merge, c.new > 0, by_index, c.id_chunks, c.late_chunks
+    )
 
 
 def write_statements(
@@ -751,16 +808,18 @@ def write_statements(
 ) -> list[str]:
     """The statements of a chunk's write transaction, in order; the last logs `result`."""
     out = []
+    ids = plan.id_chunks or (plan.id_filter,)
+    late = plan.late_chunks or (() if plan.late_filter is None else (plan.late_filter,))
     if plan.merge:
         if plan.late_filter is not None:
-            out.append(st.delete_history_after_anchor(d, spec, s, plan.late_filter))
-            out.append(st.reset_anchor_versions(d, spec, s, plan.late_filter))
-        out.append(st.close_open_versions(d, spec, s, plan.id_filter, by_index=plan.close_by_index))
+            out += [st.delete_history_after_anchor(d, spec, s, f) for f in late]
+            out += [st.reset_anchor_versions(d, spec, s, f) for f in late]
+        out += [st.close_open_versions(d, spec, s, f, by_index=plan.close_by_index) for f in ids]
         out.append(st.insert_history(d, spec, s, now))
     if plan.new:
         out.append(st.insert_new_history(d, spec, s, now, not plan.merge))
     if plan.merge:
-        out.append(st.delete_current(d, spec, s, plan.id_filter))
+        out += [st.delete_current(d, spec, s, f) for f in ids]
         out.append(st.insert_current(d, spec, s, now))
     if plan.new:
         out.append(st.insert_new_current(d, spec, s, now, not plan.merge))

@@ -18,7 +18,8 @@ The rules, literally:
 - a fill (column-only read of new fields, version below every real change) sets its
   fields and never opens a row; the first real change after fills always opens one; a
   record with nothing but fills has a current row and no scd2 row;
-- current is the last state, with _version/_source of the record's highest version.
+- current is the last state, with _version/_source of the record's highest version, and
+  `_read_whole` true iff some change of the record is whole (SNAPSHOT, CREATE, UNDELETE).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from sync_engine.changes import GAP_PREFIX, is_fill_version
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
+from sync_engine.statements import WHOLE_CHANGE_TYPES
 
 
 @dataclass
@@ -97,5 +99,9 @@ def fold(spec: ObjectSpec, changes: Iterable[Mapping[str, Any]]) -> FoldResult:
             **state,
             "_version": last["version"],
             "_source": last["source"],
+            # TRUE once any whole change of the record was applied (any order, any batching).
+            "_read_whole": any(
+                c["change_type"] in WHOLE_CHANGE_TYPES for c in by_record[record_id]
+            ),
         }
     return FoldResult(current=current, history=history)

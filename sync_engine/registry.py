@@ -103,6 +103,8 @@ def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
     warehouse.execute(st.create_raw(d, spec, s))
     _ensure_raw_appends(warehouse, spec)
     warehouse.execute(st.create_current(d, spec, s))
+    # A current table from before the read-whole marker: add it (NULL = unknown).
+    warehouse.execute(st.add_read_whole(d, spec, s))
     warehouse.execute(st.create_history(d, spec, s))
     if d.point_lookups:
         warehouse.execute(st.create_history_index(d, spec, s))

@@ -39,6 +39,14 @@ LOAD_LOG_COUNTS = (
     "late",
     "history_rows",
 )
+# Change types that carry a whole record (every field); UPDATE/DELETE carry what changed.
+WHOLE_CHANGE_TYPES = ("SNAPSHOT", "CREATE", "UNDELETE")
+# current's marker: TRUE once a whole change of the record has been applied, FALSE while
+# none has, NULL for rows written before the column existed (unknown: `incomplete` asks
+# raw). An OR over the applied changes, so any order and batching give the same value.
+READ_WHOLE_COLUMN = "_read_whole"
+# The apply table's flag of a whole change (a double underscore no Salesforce field has).
+WHOLE_FLAG = "change__whole"
 # The raw columns a flat stage (`SqlDialect.flat_stage`) holds as JSON text.
 _JSON_TEXT_COLUMNS = ("set_fields", "payload")
 
@@ -97,8 +105,14 @@ def create_current(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
         f"{q('_version')} VARCHAR NOT NULL",
         f"{q('_source')} VARCHAR NOT NULL",
         f"{q('_synced_at')} {d.timestamp} NOT NULL",
+        f"{q(READ_WHOLE_COLUMN)} BOOLEAN",
     ]
     return f"CREATE TABLE IF NOT EXISTS {d.table(s.current, spec.table)} ({', '.join(cols)})"
+
+
+def add_read_whole(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
+    """The marker on a current table that predates it: NULL (unknown) on existing rows."""
+    return add_column(d, s.current, spec.table, READ_WHOLE_COLUMN, "BOOLEAN")
 
 
 def create_history(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
@@ -209,6 +223,8 @@ def _apply_columns(d: SqlDialect, spec: ObjectSpec, alias: str) -> str:
         flag = q(col + "__set")
         test = f"{a}{flag}" if d.flat_stage else d.array_contains(f"{a}{q('set_fields')}", name)
         flags.append(f"{test} AS {flag}")
+    kinds = ", ".join(d.string(k) for k in WHOLE_CHANGE_TYPES)
+    flags.append(f"{a}{q('change_type')} IN ({kinds}) AS {q(WHOLE_FLAG)}")
     cols = _cols(d, ["record_id", "version", "version_ts", "source", *spec.state_columns], a)
     return f"{cols}, {', '.join(flags)}"
 
@@ -469,13 +485,20 @@ def touched_ids(d: SqlDialect, late_only: bool = False) -> str:
     return f"SELECT {q('id')} FROM {q('sfdc_tmp_touched')}"
 
 
-def fetch_current(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
-    """The touched records' current rows (`id_filter`: an id list or a subquery)."""
+def fetch_current(
+    d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str, append: bool = False
+) -> str:
+    """The touched records' current rows (`id_filter`: an id list or a subquery).
+
+    `append`: add them to `sfdc_tmp_old` (a further id list of the same chunk).
+    """
     q = d.q
-    return (
-        f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_old')} AS "
-        f"SELECT * FROM {d.table(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
+    into = (
+        f"INSERT INTO {q('sfdc_tmp_old')} "
+        if append
+        else f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_old')} AS "
     )
+    return f"{into}SELECT * FROM {d.table(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
 
 
 def classify(d: SqlDialect) -> str:
@@ -511,16 +534,26 @@ def class_counts(d: SqlDialect) -> str:
     )
 
 
-def fetch_anchors(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str | None) -> str:
-    """For each late record, the last scd2 row before its earliest new change (if any)."""
+def fetch_anchors(
+    d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str | None, append: bool = False
+) -> str:
+    """For each late record, the last scd2 row before its earliest new change (if any).
+
+    `append`: add them to `sfdc_tmp_anchor` (a further id list of the same chunk).
+    """
     q = d.q
     if id_filter is None:  # no late record: an empty table, without reading scd2
         return (
             f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_anchor')} AS "
             f"SELECT * FROM {d.table(s.history, spec.table)} WHERE FALSE"
         )
+    into = (
+        f"INSERT INTO {q('sfdc_tmp_anchor')} "
+        if append
+        else f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_anchor')} AS "
+    )
     return (
-        f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_anchor')} AS "
+        f"{into}"
         f"SELECT h.* FROM {d.table(s.history, spec.table)} h "
         f"JOIN {q('sfdc_tmp_class')} c ON c.{q('id')} = h.{q('id')} AND c.{q('is_late')} "
         f"WHERE h.{q('id')} IN ({id_filter}) AND h.{q('_version')} < c.{q('vmin')} "
@@ -796,11 +829,21 @@ def delete_current(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: s
 def insert_current(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, synced_at: dt.datetime) -> str:
     """The touched records' new current rows: the last state of each fold."""
     q = d.q
-    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at"]
+    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at", READ_WHOLE_COLUMN]
+    rw = q(READ_WHOLE_COLUMN)
+    # The marker: TRUE if this chunk applies a whole change, else the old row's (NULL
+    # stays unknown), FALSE without one.
+    marker = (
+        f"CASE WHEN w.{q('id')} IS NOT NULL THEN TRUE WHEN o.{q('id')} IS NULL THEN FALSE "
+        f"ELSE o.{rw} END"
+    )
     return (
         f"INSERT INTO {d.table(s.current, spec.table)} ({_cols(d, cols)}) "
-        f"SELECT {q('id')}, {_cols(d, spec.state_columns)}, {q('version')}, {q('source')}, "
-        f"{d.timestamp_literal(synced_at)} FROM {q('sfdc_tmp_fold')} WHERE {q('is_last')}"
+        f"SELECT f.{q('id')}, {_cols(d, spec.state_columns, 'f.')}, f.{q('version')}, "
+        f"f.{q('source')}, {d.timestamp_literal(synced_at)}, {marker} "
+        f"FROM {q('sfdc_tmp_fold')} f LEFT JOIN {q('sfdc_tmp_old')} o ON o.{q('id')} = f.{q('id')} "
+        f"LEFT JOIN (SELECT DISTINCT {q('record_id')} AS {q('id')} FROM {q('sfdc_tmp_apply')} "
+        f"WHERE {q(WHOLE_FLAG)}) w ON w.{q('id')} = f.{q('id')} WHERE f.{q('is_last')}"
     )
 
 
@@ -847,11 +890,11 @@ def insert_new_current(
 ) -> str:
     """New records: their current row is their one change."""
     q = d.q
-    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at"]
+    cols = ["id", *spec.state_columns, "_version", "_source", "_synced_at", READ_WHOLE_COLUMN]
     return (
         f"INSERT INTO {d.table(s.current, spec.table)} ({_cols(d, cols)}) "
         f"SELECT b.{q('record_id')}, {_new_state(d, spec)}, b.{q('version')}, b.{q('source')}, "
-        f"{d.timestamp_literal(synced_at)} FROM {_new_changes(d, all_new)}"
+        f"{d.timestamp_literal(synced_at)}, b.{q(WHOLE_FLAG)} FROM {_new_changes(d, all_new)}"
     )
 
 

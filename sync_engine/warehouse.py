@@ -29,7 +29,7 @@ IDENTIFIER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RECORD_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 # The engine's own bookkeeping columns: fixed names (not from configuration), underscored
 # so they can never collide with a Salesforce field.
-ENGINE_COLUMNS = frozenset({"_version", "_source", "_synced_at"})
+ENGINE_COLUMNS = frozenset({"_version", "_source", "_synced_at", "_read_whole"})
 # 255 is Snowflake's identifier limit; DuckDB has none worth hitting.
 MAX_IDENTIFIER_LENGTH = 255
 

@@ -1,4 +1,5 @@
-"""`read_whole_before` reads raw from the records' first version on, not all of raw.
+"""`read_whole_before` answers from current's `_read_whole` marker, and reads raw only for
+the records the marker does not settle, from their first version on, not all of raw.
 
 Issue 11 item 3: the CDC run's "was this record ever read whole?" lookup queried raw by
 `record_id IN (...)` alone, a scan of all of raw on every CDC run. It now prunes raw by
@@ -101,3 +102,70 @@ def test_a_whole_image_appended_but_not_applied_yet_is_found_through_the_pending
 
     assert read_whole_before(warehouse, SPEC, [D]) == {D}
     assert read_whole_before(warehouse, SPEC, [A]) == set()
+
+
+def _pending(warehouse: DuckDBWarehouse, row: dict, n: int) -> None:
+    """Append `row` to raw as a valid part of the ledger not applied yet."""
+    part = batches.PartRef("backfill", "Opportunity", OLD_DAY, f"bulk-75000000000000{n}", 0)
+    append_raw(warehouse, SPEC, build_batch(SPEC, [row]), batch_id=part.label)
+    day = row["change_date"]
+    batches.register(
+        warehouse,
+        batches.LedgerRow(
+            "Opportunity", part, "valid", day, day, 1, 1, 0, "bulk", "r", dt.datetime(2026, 1, 1)
+        ),
+    )
+
+
+def test_the_marker_finds_exactly_the_records_never_read_whole(
+    warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    E, F, G = (f"006{i:012d}AAA" for i in range(5, 8))
+    old_raw_rows(warehouse, 1_000)
+    # Before the marker: C read whole long ago, E only ever partially changed.
+    apply_batch(warehouse, SPEC, build_batch(SPEC, [snapshot(C, -86_400 * 900, 5000, FULL)]))
+    apply_batch(
+        warehouse, SPEC, build_batch(SPEC, [cdc("UPDATE", 1, E, 0, changed_fields=["Name"])])
+    )
+    warehouse.execute("ALTER TABLE sfdc.opportunity DROP COLUMN _read_whole")
+    registry.sync_schema(warehouse, SPEC)  # adds it back: NULL (unknown) for C and E
+    # After: A read whole, B and G partial only; G's and D's whole images are appended to
+    # raw but not applied yet (pending parts); F is unknown everywhere.
+    apply_batch(warehouse, SPEC, build_batch(SPEC, [snapshot(A, 0, 500, FULL)]))
+    apply_batch(
+        warehouse,
+        SPEC,
+        build_batch(
+            SPEC,
+            [
+                cdc("UPDATE", 2, B, 5, changed_fields=["Name"]),
+                cdc("UPDATE", 3, G, 5, changed_fields=["Name"]),
+            ],
+        ),
+    )
+    markers = dict(warehouse.query("SELECT id, _read_whole FROM sfdc.opportunity"))
+    assert markers == {A: True, B: False, G: False, C: None, E: None}
+
+    # Marked records alone: answered by current, raw is not read.
+    sent: list[str] = []
+    query = DuckDBWarehouse.query
+
+    def recording(self: DuckDBWarehouse, sql: str, *args: object, **kwargs: object) -> object:
+        sent.append(sql)
+        return query(self, sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DuckDBWarehouse, "query", recording)
+    assert read_whole_before(warehouse, SPEC, [A]) == {A}
+    assert not [s for s in sent if "sfdc_raw" in s]
+    # Partial-only records with no part pending: current, then the ledger; no raw read.
+    sent.clear()
+    assert read_whole_before(warehouse, SPEC, [B, G, F]) == set()
+    assert not [s for s in sent if "sfdc_raw" in s]
+
+    _pending(warehouse, snapshot(G, 10, 500, FULL), 1)
+    _pending(warehouse, snapshot(D, 10, 500, FULL), 2)
+    sent.clear()
+    assert read_whole_before(warehouse, SPEC, [A, B, C, D, E, F, G]) == {A, C, D, G}
+    # Only the unknown (C, E) and the unmarked (B, D, F, G) ids were looked up in raw.
+    raw_reads = [s for s in sent if "sfdc_raw" in s]
+    assert raw_reads and all(A not in s for s in raw_reads)

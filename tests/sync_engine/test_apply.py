@@ -244,3 +244,36 @@ def test_classify_finds_late_and_new_records_and_inlines_their_ids_on_duckdb(duc
     plan = apply_mod._plan(duck, SPEC, classified)
     assert (plan.merge, plan.new, plan.close_by_index) == (True, True, False)
     assert list(read_current(duck)) == [A]  # classify and plan write no table
+
+
+def test_a_chunk_over_the_list_limit_keeps_its_ids_inlined_in_lists_on_a_large_table(
+    duck, monkeypatch
+):
+    # LITERAL_ID_LIMIT lowered to 1: three touched records on a table of >= 10 rows per id
+    # are three lists (index lookups), not the touched-id subquery (a whole-table join).
+    monkeypatch.setattr(apply_mod, "LITERAL_ID_LIMIT", 1)
+    monkeypatch.setattr(apply_mod, "LIST_MIN_ROWS_PER_ID", 1)
+    ids = list(RECORD_IDS)
+    _apply(duck, *(cdc("CREATE", i, rid, 1, values=FULL) for i, rid in enumerate(ids)))
+    updates = [
+        cdc("UPDATE", 10 + i, rid, 5, values={"Amount": Decimal(i)}, changed_fields=["Amount"])
+        for i, rid in enumerate(ids)
+    ]
+    with apply_mod._staged_chunk(
+        duck, SPEC, build_batch(SPEC, updates), "b-lists", True, NOW
+    ) as staged:
+        apply_mod._append_and_select(duck, SPEC, staged, True)
+    classified = apply_mod._classify(duck, SPEC)
+    assert classified is not None and classified.literal_ids
+    assert sorted(classified.id_chunks) == sorted(f"'{rid}'" for rid in ids)
+    assert "SELECT" in classified.id_filter  # several lists: folds read the subquery
+    assert duck.query("SELECT COUNT(*) FROM sfdc_tmp_old")[0][0] == 3  # every list fetched
+    plan = apply_mod._plan(duck, SPEC, classified)
+    assert plan.close_by_index  # a scan per list would read scd2 once per list
+    out = write_statements(DUCKDB, SPEC, SchemaNames(), plan, ApplyResult("b1"), NOW)
+    assert sum(s.startswith('DELETE FROM "sfdc"."opportunity"') for s in out) == 3
+    assert sum(s.startswith('UPDATE "sfdc_history"."opportunity"') for s in out) == 3
+
+    # Below LIST_MIN_ROWS_PER_ID rows per id (a chunk comparable to the table): the join.
+    monkeypatch.setattr(apply_mod, "LIST_MIN_ROWS_PER_ID", 10)
+    assert not apply_mod._classify(duck, SPEC).literal_ids
