@@ -54,6 +54,7 @@ from bench.statements import tables
 from resources.snowflake_warehouse import SnowflakeWarehouse
 from sfdc_assets.dbt_assets import DbtBuildConfig, dbt_build_args
 from sfdc_assets.objects import load_config
+from sync_engine.warehouse import Warehouse
 from tests.dbt.harness import apply, backfill, generate_org
 
 SECTION = "## dbt statements per refresh (fakesnow)"
@@ -224,7 +225,7 @@ class Capture:
             self._run = None
 
 
-def change_set(wh: SnowflakeWarehouse, built: dict) -> None:
+def change_set(wh: Warehouse, built: dict) -> None:
     """`apply_change_set`, plus the deletes Salesforce cascades: the line items of the
     5 deleted opportunities (else the nightly build's relationship test fails on them)."""
     apply_change_set(wh, built)
