@@ -487,10 +487,12 @@ def render(statements: list[Statement], nodes: dict[str, str]) -> str:
             )
     lines += [
         "",
-        "Reading it. Every view model costs a DESCRIBE of its source (dbt's column check) "
-        "and a CREATE OR REPLACE VIEW, every data test one SELECT (a domain build with "
+        "Reading it. A view model over a source costs a DESCRIBE of it (macros/"
+        "custom_fields.sql `column_names`: which custom fields the engine's table has) and "
+        "a CREATE OR REPLACE VIEW; every data test one SELECT (a domain build with "
         "`recent_days > 0` adds a DESCRIBE per test: macros/test_scope.sql looks for "
-        "`_synced_at`); each incremental mart reads `max(built_at)`, builds its batch into "
+        "`built_at` / `synced_at`); each incremental mart reads `max(built_at)`, builds its "
+        "batch into "
         "`__dbt_tmp` (CTAS), describes both relations, and replaces the batch's keys in "
         "BEGIN / DELETE / INSERT / COMMIT; each run starts with SHOW SCHEMAS / SHOW "
         "OBJECTS per schema. These counts depend on the project's nodes, not on table "
