@@ -493,7 +493,7 @@ def render(statements: list[Statement], nodes: dict[str, str]) -> str:
         "`recent_days > 0` adds a DESCRIBE per test: macros/test_scope.sql looks for "
         "`built_at` / `synced_at`); each incremental mart reads `max(built_at)`, builds its "
         "batch into "
-        "`__dbt_tmp` (CTAS), describes both relations, and replaces the batch's keys in "
+        "`__dbt_tmp` (CTAS), describes both (3 DESCRIBEs), and replaces the batch's keys in "
         "BEGIN / DELETE / INSERT / COMMIT; each run starts with SHOW SCHEMAS / SHOW "
         "OBJECTS per schema. These counts depend on the project's nodes, not on table "
         "sizes; rows scanned per statement are `bench.dbt_rows_scanned`'s (docs/dbt.md).",
@@ -503,7 +503,8 @@ def render(statements: list[Statement], nodes: dict[str, str]) -> str:
         "filters of the incremental marts and `recent_days` tests prune on Snowflake only "
         "if the data is clustered that way); temporary tables (the incremental marts' "
         "`__dbt_tmp` is `CREATE TEMPORARY TABLE` in production, a plain table here: "
-        "tests/dbt/fakesnow_macros/fakesnow_shims.sql, target `fake` only); transaction "
+        "tests/dbt/fakesnow_macros/fakesnow_shims.sql, target `fake` only, one statement "
+        "either way, so the counts are production's); transaction "
         "isolation and locking (BEGIN/COMMIT run, on DuckDB's semantics: readers between "
         "the DELETE and the INSERT, and concurrent engine applies, are not exercised); "
         "TRANSIENT and CLUSTER BY are accepted and ignored; several threads (one here, "
