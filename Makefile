@@ -59,10 +59,12 @@ bench-engine: setup
 	$(PY) -m bench.engine
 
 # Rows scanned per recurring statement at 1M vs 10M rows (~5 min), then the statements
-# per run on the Snowflake path through fakesnow; both write docs/performance.md.
+# per run on the Snowflake path through fakesnow, then the statements per dbt refresh (dbt-snowflake
+# on fakesnow, ~1 min); all write docs/performance.md.
 bench-scale-statements: setup
 	$(PY) -m bench.scale_statements
 	$(PY) -m bench.snowflake_statements
+	$(PY) -m bench.dbt_snowflake_statements
 
 # The platform on an org of production shape under production rates (bench/scale.py:
 # ~40 min of bootstrap, 20 min of traffic, up to 30 min of drain), after the statements.

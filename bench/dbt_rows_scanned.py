@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 
 from sync_engine import changes as ch
+from sync_engine.warehouse import Warehouse
 from tests.dbt.harness import ANCHOR, apply, build_org_warehouse, engine, run_dbt
 
 AGED = dt.timedelta(days=20)
@@ -101,30 +102,36 @@ def _cdc(spec, record_id: str, change_type: str, values: dict | None = None) -> 
 def change_set(path: Path, built: dict) -> None:
     """The same absolute changes at every size: 20 opportunity updates, 5 deletes,
     40 task updates, 10 task deletes, 5 contact moves."""
+    with engine(path) as wh:
+        apply_change_set(wh, built)
+
+
+def apply_change_set(wh: Warehouse, built: dict) -> None:
+    """`change_set`'s changes through the engine on any warehouse resource (DuckDB or
+    Snowflake; bench.dbt_snowflake_statements applies them on fakesnow)."""
     specs, truth = built["specs"], built["truth"]
     opps = [o for o in truth["Opportunity"] if not o["IsDeleted"]]
     tasks = [t for t in truth["Task"] if not t["IsDeleted"]]
     contacts = [c for c in truth["Contact"] if not c["IsDeleted"] and c["AccountId"]]
     accounts = [a["Id"] for a in truth["Account"] if not a["IsDeleted"]]
     o, t, c = specs["Opportunity"], specs["Task"], specs["Contact"]
-    with engine(path) as wh:
-        apply(
-            wh,
-            o,
-            [_cdc(o, x["Id"], "UPDATE", {"Amount": Decimal("1000.00")}) for x in opps[:20]]
-            + [_cdc(o, x["Id"], "DELETE") for x in opps[20:25]],
-        )
-        apply(
-            wh,
-            t,
-            [_cdc(t, x["Id"], "UPDATE", {"Subject": "changed"}) for x in tasks[:40]]
-            + [_cdc(t, x["Id"], "DELETE") for x in tasks[40:50]],
-        )
-        apply(
-            wh,
-            c,
-            [_cdc(c, x["Id"], "UPDATE", {"AccountId": accounts[-1]}) for x in contacts[:5]],
-        )
+    apply(
+        wh,
+        o,
+        [_cdc(o, x["Id"], "UPDATE", {"Amount": Decimal("1000.00")}) for x in opps[:20]]
+        + [_cdc(o, x["Id"], "DELETE") for x in opps[20:25]],
+    )
+    apply(
+        wh,
+        t,
+        [_cdc(t, x["Id"], "UPDATE", {"Subject": "changed"}) for x in tasks[:40]]
+        + [_cdc(t, x["Id"], "DELETE") for x in tasks[40:50]],
+    )
+    apply(
+        wh,
+        c,
+        [_cdc(c, x["Id"], "UPDATE", {"AccountId": accounts[-1]}) for x in contacts[:5]],
+    )
 
 
 def rows_scanned(path: Path, sql: str) -> int:

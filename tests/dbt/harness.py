@@ -27,6 +27,7 @@ from sync_engine import changes as ch
 from sync_engine import registry
 from sync_engine.apply import ApplyResult, apply_batch
 from sync_engine.spec import ObjectSpec
+from sync_engine.warehouse import Warehouse
 
 _BUILT: dict[str, Any] = {}
 
@@ -56,7 +57,7 @@ def object_spec(name: str) -> ObjectSpec:
     return ObjectSpec.from_describe(describe)
 
 
-def create_tables(wh: DuckDBWarehouse) -> dict[str, ObjectSpec]:
+def create_tables(wh: Warehouse) -> dict[str, ObjectSpec]:
     """Every object's raw/current/scd2 tables; returns the merge specs."""
     return {name: registry.sync_schema(wh, object_spec(name)).spec for name in OBJECTS}
 
@@ -89,7 +90,7 @@ def snapshot_rows(spec: ObjectSpec, rows: Iterable[Mapping[str, Any]]) -> list[d
 
 
 def apply(
-    wh: DuckDBWarehouse,
+    wh: Warehouse,
     spec: ObjectSpec,
     rows: Sequence[Mapping[str, Any]],
     now: dt.datetime | None = None,
@@ -103,17 +104,30 @@ def build_org_warehouse(path: Path, state_dir: Path, seed: int = 7) -> dict[str,
 
     Returns `{"specs": {object: spec}, "truth": {object: [row, ...]}}`.
     """
-    with OrgStore(state_dir) as store:
-        generate(store, "tiny", seed, anchor=ANCHOR.replace(tzinfo=dt.UTC))
-        truth = {name: store.truth(name).to_pylist() for name in OBJECTS}
+    truth = generate_org(state_dir, seed)
     wh = DuckDBWarehouse(path=str(path))
     try:
-        specs = create_tables(wh)
-        for name in OBJECTS:
-            apply(wh, specs[name], snapshot_rows(specs[name], truth[name]))
+        specs = backfill(wh, truth)
     finally:
         wh.close()
     return {"specs": specs, "truth": truth}
+
+
+def generate_org(state_dir: Path, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
+    """The emulator's tiny org: `{object: [row, ...]}` (deterministic per seed)."""
+    with OrgStore(state_dir) as store:
+        generate(store, "tiny", seed, anchor=ANCHOR.replace(tzinfo=dt.UTC))
+        return {name: store.truth(name).to_pylist() for name in OBJECTS}
+
+
+def backfill(
+    wh: Warehouse, truth: Mapping[str, Sequence[Mapping[str, Any]]], now: dt.datetime | None = None
+) -> dict[str, ObjectSpec]:
+    """Every object's tables, then its rows as one Bulk snapshot batch; the merge specs."""
+    specs = create_tables(wh)
+    for name in OBJECTS:
+        apply(wh, specs[name], snapshot_rows(specs[name], truth[name]), now=now)
+    return specs
 
 
 @contextmanager
