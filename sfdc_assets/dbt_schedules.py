@@ -52,8 +52,16 @@ def run_config(config: DbtBuildConfig) -> dg.RunConfig:
 
 def domain_selection(domain: str) -> dg.AssetSelection:
     """The dbt models tagged `domain` (dagster-dbt turns a dbt tag into an asset tag
-    with an empty value), with their tests as checks."""
-    return dg.AssetSelection.tag(domain, "")
+    with an empty value), with their tests as checks, and the other dbt models they read
+    (another domain's staging views, without their tests).
+
+    On a fresh platform the first revenue build ran before any people build and failed
+    on `stg_salesforce__user` (`fct_pipeline`, `commission_preview` and the owners'
+    relationships read it); re-creating an upstream view is two statements.
+    """
+    tagged = dg.AssetSelection.tag(domain, "")
+    upstream = tagged.upstream(include_self=False) & dg.AssetSelection.key_prefixes(*DBT_PREFIXES)
+    return tagged | upstream.without_checks()
 
 
 def pending_bootstrap(instance: dg.DagsterInstance, sync: SyncConfig) -> list[str]:

@@ -107,10 +107,8 @@ def test_the_code_location_schedules_each_domain_and_drops_the_refresh_of_everyt
 def test_each_domain_selects_its_dbt_models_and_every_model_has_a_domain():
     graph = build_definitions().resolve_asset_graph()
     dbt_keys = dg.AssetSelection.key_prefixes(*dbt_schedules.DBT_PREFIXES).resolve(graph)
-    by_domain = {
-        d: dbt_schedules.domain_selection(d).resolve(graph)
-        for d in load_config().settings.dbt.domains
-    }
+    domains = load_config().settings.dbt.domains
+    by_domain = {d: dg.AssetSelection.tag(d, "").resolve(graph) for d in domains}
     assert by_domain["activities"] == {
         dg.AssetKey(["marts", "fct_account_activity"]),
         dg.AssetKey(["staging", "stg_salesforce__task"]),
@@ -121,6 +119,23 @@ def test_each_domain_selects_its_dbt_models_and_every_model_has_a_domain():
     assert dg.AssetKey(["marts", "dim_account"]) in by_domain["revenue"]
     # Each model in exactly one domain: none built only nightly, none built twice.
     assert sorted(k for keys in by_domain.values() for k in keys) == sorted(dbt_keys)
+    for d in domains:
+        selected = dbt_schedules.domain_selection(d).resolve(graph)
+        # A domain build also creates the dbt models its own read (another domain's views,
+        # on a fresh platform not built yet), and nothing downstream of it.
+        upstream = dg.AssetSelection.assets(*by_domain[d]).upstream().resolve(graph)
+        assert selected == by_domain[d] | (upstream & dbt_keys)
+    assert dg.AssetKey(["staging", "stg_salesforce__user"]) in (
+        dbt_schedules.domain_selection("revenue").resolve(graph)
+    )
+
+
+def test_a_domain_build_runs_its_own_tests_not_those_of_the_views_it_borrows():
+    graph = build_definitions().resolve_asset_graph()
+    checks = dbt_schedules.domain_selection("activities").resolve_checks(graph)
+    assert checks and {c.asset_key for c in checks} <= dg.AssetSelection.tag(
+        "activities", ""
+    ).resolve(graph)
 
 
 def test_a_domain_build_waits_for_every_object_to_be_bootstrapped(instance):

@@ -11,6 +11,27 @@
 {%- set window = window_minutes if window_minutes is not none
     else var('late_arrival_window_minutes') -%}
 
+{#- A domain build selects the tests of its models, whose other side may be another
+    domain's view that a fresh platform has not built yet (stg_salesforce__user for the
+    revenue models' owners): naming it failed the first revenue build. Until it exists
+    there is nothing to compare; the nightly build, which builds every model, compares. -#}
+{%- set unbuilt = execute and load_relation(to) is none -%}
+{%- if unbuilt -%}
+    {{ log("relationships_late_tolerant: " ~ to ~ " is not built yet; nothing compared",
+        info=True) }}
+{%- endif %}
+
+{%- if unbuilt or sfdc_sync.skipped_on_frequent_build() %}
+
+-- Nightly-only (macros/test_scope.sql) on a frequent build, or the other side not built
+-- yet: no row, and no relation named.
+select
+    cast(null as varchar) as reference_id,
+    cast(null as timestamp) as synced_at
+where 1 = 0
+
+{%- else %}
+
 with
 
 child as (
@@ -25,10 +46,8 @@ child as (
 
 parent as (
 
-    -- a nightly-only test on a frequent build (macros/test_scope.sql) reads no parent
     select {{ field }} as referenced_id
     from {{ to }}
-    where {{ 'false' if sfdc_sync.skipped_on_frequent_build() else 'true' }}
 
 ),
 
@@ -43,5 +62,7 @@ orphans as (
 )
 
 select * from orphans
+
+{%- endif %}
 
 {% endtest %}
