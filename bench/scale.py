@@ -201,7 +201,8 @@ def render(
         " updates, deletes, undeletes and purges, plus automation follow-ups on ~16 % of"
         f" the transactions), then {drained_s / 60:.1f} min of drain without traffic.",
         "",
-        f"Traffic committed in the window (emulator stats): {traffic_summary(traffic)}.",
+        f"Traffic committed in the window (emulator stats): {traffic_summary(traffic)};"
+        f" achieved: {achieved_rates(traffic, args.minutes * 60)}.",
         "",
         "Commit → queryable in `current`, per channel group (s):",
         "",
@@ -250,14 +251,31 @@ def render(
     return "\n".join(lines)
 
 
-def traffic_summary(traffic: dict[str, Any]) -> str:
-    stats: dict[str, int] = traffic.get("stats", {})
+def committed(traffic: dict[str, Any]) -> Counter[str]:
+    """Transactions the traffic committed, per object (its stats; skips left out)."""
     per_object: Counter[str] = Counter()
-    for key, n in stats.items():
+    for key, n in traffic.get("stats", {}).items():
         op, _, obj = key.partition(":")
         if obj and not op.startswith("skipped"):
             per_object[obj] += n
-    return ", ".join(f"{obj} {n:,}" for obj, n in per_object.most_common()) or "none"
+    return per_object
+
+
+def traffic_summary(traffic: dict[str, Any]) -> str:
+    return ", ".join(f"{obj} {n:,}" for obj, n in committed(traffic).most_common()) or "none"
+
+
+def achieved_rates(traffic: dict[str, Any], seconds: float) -> str:
+    """Per day, what the traffic achieved against the business's rates: the emulator
+    commits on one thread, so a big org can fall short of the asked rate."""
+    done = committed(traffic)
+    activities = (done["Task"] + done["Event"]) * DAY_S / seconds
+    opportunities = done["Opportunity"] * DAY_S / seconds
+    return (
+        f"Opportunity {opportunities:,.0f} a day ({opportunities / (OPPORTUNITY_PER_S * DAY_S):.0%}"
+        f" of 80K), activities {activities:,.0f} a day"
+        f" ({activities / (ACTIVITIES_PER_S * DAY_S):.0%} of 5M)"
+    )
 
 
 POLL_RUNS = """query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs {

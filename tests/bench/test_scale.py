@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.scale import latencies, traffic_mix, traffic_summary
+from bench.scale import achieved_rates, latencies, traffic_mix, traffic_summary
 
 
 def test_the_traffic_is_the_business_rates_per_second() -> None:
@@ -26,3 +26,11 @@ def test_each_change_is_timed_to_the_first_materialization_after_its_apply() -> 
 def test_the_traffic_summary_counts_committed_changes_per_object_not_skips() -> None:
     stats = {"update:Task": 5, "create:Task": 2, "update:Opportunity": 1, "skipped:X": 9}
     assert traffic_summary({"stats": stats}) == "Task 7, Opportunity 1"
+
+
+def test_the_achieved_rates_say_how_far_the_traffic_fell_short() -> None:
+    # 20 min at a third of the rates: ~1.67M activities and ~26.7K opportunities a day.
+    stats = {"update:Task": 15_000, "update:Event": 8_150, "create:Opportunity": 370}
+    text = achieved_rates({"stats": stats}, 1200)
+    assert "Opportunity 26,640 a day (33% of 80K)" in text
+    assert "activities 1,666,800 a day (33% of 5M)" in text
