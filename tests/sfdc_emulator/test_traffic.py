@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, timedelta
 
+import pyarrow.compute as pc
+
 from sfdc_emulator import cdc
 from sfdc_emulator.store import OrgStore
 from sfdc_emulator.traffic import Mix, TrafficGenerator
@@ -101,3 +103,21 @@ def test_admin_one_shots(store: OrgStore) -> None:
     headers = _headers(store, bulk.replay_ids[0] - 1)
     assert {h["changeType"] for h in headers} <= {"UPDATE", "CREATE"}
     assert {h["changeOrigin"] for h in headers} == {"com/salesforce/api/bulkapi/59.0"}
+
+
+def test_random_picks_are_distinct_existing_records_of_the_asked_state(store: OrgStore) -> None:
+    # Picks read a window of consecutive Ids (a range read, not a scan of the table).
+    traffic = TrafficGenerator(store, 0.0, seed=11)
+    live = set(store.truth("Task").filter(pc.equal(pc.field("IsDeleted"), False))["Id"].to_pylist())
+    for count in (1, 5, 40):
+        picked = traffic.random_ids("Task", count)
+        assert len(picked) == len(set(picked)) == min(count, len(live))
+        assert set(picked) <= live
+    traffic.delete("Task", 3)
+    deleted = traffic.random_ids("Task", 2, deleted=True)
+    assert deleted and all(
+        r["IsDeleted"] for r in store.truth("Task").to_pylist() if r["Id"] in deleted
+    )
+    # Different seeds pick different records: the window's start is random.
+    other = TrafficGenerator(store, 0.0, seed=12).random_ids("Task", 5)
+    assert other != TrafficGenerator(store, 0.0, seed=11).random_ids("Task", 5)
