@@ -413,7 +413,8 @@ def business_view(warehouse: Path, home: Path) -> str:
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        runs = instance.get_runs(dg.RunsFilter(tags={"sfdc/source": "dbt-refresh"}))
+        # dbt builds: one per domain cadence (dbt-revenue, ...) or dbt-refresh without domains.
+        runs = [r for r in instance.get_runs() if r.tags.get("sfdc/source", "").startswith("dbt-")]
         ok = sum(1 for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
     with _read_only(warehouse) as con:
         won = con.execute(
@@ -424,7 +425,7 @@ def business_view(warehouse: Path, home: Path) -> str:
         except Exception as exc:  # no dbt build yet: say so in the report
             shown = f"not built ({type(exc).__name__})"
     return (
-        f"dbt refresh runs: {ok} succeeded of {len(runs)}; Closed Won opportunities in"
+        f"dbt builds: {ok} succeeded of {len(runs)}; Closed Won opportunities in"
         f" `sfdc.opportunity` at the end: {won}, rows in `marts.commission_preview`: {shown}."
     )
 

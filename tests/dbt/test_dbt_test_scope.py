@@ -144,3 +144,25 @@ def test_a_fresh_platforms_first_revenue_build_passes_before_any_other_domain_bu
     assert test.returncode == 0, test.stdout[-3000:]
     assert test.failures(owners) == ("pass", 0)
     assert "is not built yet; nothing compared" in test.stdout
+
+
+def test_two_reads_of_one_modstamp_second_make_one_history_row_per_instant(tmp_path):
+    # Seen in `make bench-latency`: a bootstrap-tail Bulk read and a REST re-read of the same
+    # SystemModstamp second with different contents (a formula field moves without it) are
+    # two scd2 versions with one version time; the first closes where it opens, and
+    # unique (opportunity_id, valid_from) failed the revenue build.
+    path = tmp_path / "warehouse.duckdb"
+    with engine(path) as wh:
+        specs = create_tables(wh)
+        opp = specs["Opportunity"]
+        first = _opportunity(GOOD, ACCOUNT)
+        apply(wh, opp, snapshot_rows(opp, [first]))
+        apply(wh, opp, snapshot_rows(opp, [{**first, "Amount": Decimal("2000.00")}]))
+        versions = wh.query(
+            "select count(*), count(distinct valid_from) from sfdc_history.opportunity"
+        )[0]
+    assert versions == (2, 1)  # the engine keeps both observed versions
+    model = "stg_salesforce__opportunity_history"
+    built = run_dbt(["build", "--select", model], path, tmp_path / "history")
+    assert built.returncode == 0, built.stdout[-3000:]
+    assert built.failures(f"unique_combination_of_columns_{model}") == ("pass", 0)

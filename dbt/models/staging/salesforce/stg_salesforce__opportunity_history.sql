@@ -5,6 +5,11 @@ with
 source as (
 
     select * from {{ source('salesforce_history', 'opportunity') }}
+    -- Versions in effect for no time at all are left out: two reads of one SystemModstamp
+    -- second with different contents (a formula field moves without SystemModstamp) share
+    -- a version time (DESIGN §4), so the earlier one closes where it opens. scd2 keeps it
+    -- (every observed version); the history a consumer reads has one row per instant.
+    where valid_to is null or valid_to > valid_from
 
 ),
 
