@@ -366,12 +366,19 @@ def _read_only(warehouse: Path, timeout_s: float = 120.0) -> Any:
             time.sleep(1)
 
 
+def naive(ts: float) -> datetime:
+    """Epoch seconds as the warehouse's naive UTC timestamp."""
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def epoch(ts: datetime) -> float:
+    """A naive UTC timestamp of the warehouse as epoch seconds."""
+    return ts.replace(tzinfo=UTC).timestamp()
+
+
 def changes(warehouse: Path, start: float, end: float) -> tuple[list[tuple[float, float]], int]:
     """(commit, applied) epoch pairs of CDC changes committed in [start, end), and the count
     of CDC changes in the window (no-op changes create no scd2 version and are not timed)."""
-
-    def naive(ts: float) -> datetime:
-        return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
     obj = OBJECT.lower()
     with _read_only(warehouse) as con:
@@ -387,9 +394,6 @@ def changes(warehouse: Path, start: float, end: float) -> tuple[list[tuple[float
             "GROUP BY r.change_id, r.commit_ts",
             [naive(start), naive(end)],
         ).fetchall()
-
-    def epoch(ts: datetime) -> float:
-        return ts.replace(tzinfo=UTC).timestamp()
 
     return [(epoch(c), epoch(s)) for c, s in rows], int(total)
 

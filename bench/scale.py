@@ -46,8 +46,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.latency import Stack, _read_only, pct
+from bench.latency import Stack, _read_only, epoch, naive, pct
 from bench.report import RssSampler, machine, replace_section
+from sfdc_emulator.cli import assignment
 
 log = logging.getLogger("bench.scale")
 
@@ -86,14 +87,6 @@ def traffic_mix() -> tuple[float, dict[str, float]]:
     }
 
 
-def _naive(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
-
-
-def _epoch(ts: datetime) -> float:
-    return ts.replace(tzinfo=UTC).timestamp()
-
-
 def group_changes(
     warehouse: Path, obj: str, source: str, column: str, start: float, end: float
 ) -> tuple[list[tuple[float, float]], int]:
@@ -103,15 +96,15 @@ def group_changes(
     window = f"r.source = '{source}' AND r.{column} >= ? AND r.{column} < ?"
     with _read_only(warehouse) as con:
         total = con.execute(
-            f"SELECT count(*) FROM sfdc_raw.{table} r WHERE {window}", [_naive(start), _naive(end)]
+            f"SELECT count(*) FROM sfdc_raw.{table} r WHERE {window}", [naive(start), naive(end)]
         ).fetchone()[0]
         rows = con.execute(
             f"SELECT min(r.{column}), min(h._synced_at) FROM sfdc_raw.{table} r "
             f"JOIN sfdc_history.{table} h ON h.id = r.record_id AND h._version = r.version "
             f"WHERE {window} GROUP BY r.record_id, r.version",
-            [_naive(start), _naive(end)],
+            [naive(start), naive(end)],
         ).fetchall()
-    return [(_epoch(c), _epoch(s)) for c, s in rows], int(total)
+    return [(epoch(c), epoch(s)) for c, s in rows], int(total)
 
 
 @dataclass
@@ -291,14 +284,6 @@ def polled_after(stack: Stack, obj: str, ts: float) -> bool:
     return any(r["status"] == "SUCCESS" and r["creationTime"] > ts for r in runs)
 
 
-def _parse_counts(items: list[str]) -> dict[str, int]:
-    counts = dict(DEFAULT_COUNTS)
-    for item in items:
-        name, _, value = item.partition("=")
-        counts[name] = int(value)
-    return counts
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write its section of docs/performance.md."""
     from sfdc_emulator.admin import admin_call
@@ -307,14 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="minutes of traffic")
     parser.add_argument("--drain-minutes", type=float, default=30.0)
     parser.add_argument(
-        "--count", action="append", default=[], metavar="OBJECT=N", help="seed rows (repeatable)"
+        "--count",
+        action="append",
+        default=[],
+        type=assignment(int),
+        metavar="OBJECT=N",
+        help="seed rows (repeatable)",
     )
     parser.add_argument("--dir", help="keep the stack's files here (default: a temp dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
-    counts = _parse_counts(args.count)
+    counts = {**DEFAULT_COUNTS, **{k: int(v) for k, v in args.count}}
     rate, mix = traffic_mix()
     machine_line = machine()
 

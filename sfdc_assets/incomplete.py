@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sfdc_assets import batches
+from sync_engine.statements import WHOLE_CHANGE_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -23,9 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
 
-# Change types that carry a whole record; UPDATE and DELETE events carry only what changed.
-# (= `sync_engine.statements.WHOLE_CHANGE_TYPES`, which the apply's marker uses.)
-WHOLE_CHANGES = ("SNAPSHOT", "CREATE", "UNDELETE")
+# Change types that carry a whole record (the ones the apply's `_read_whole` marker counts);
+# UPDATE and DELETE events carry only what changed.
+WHOLE_CHANGES = WHOLE_CHANGE_TYPES
 PARTIAL_CHANGES = ("UPDATE", "DELETE")
 # Ids per `IN (...)` lookup: keeps each statement small on both dialects.
 IN_LIST_CHUNK = 1000

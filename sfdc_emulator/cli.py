@@ -64,7 +64,7 @@ def _scale(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
-def _assignment(kind: type[int] | type[float]) -> Callable[[str], tuple[str, float]]:
+def assignment(kind: type[int] | type[float]) -> Callable[[str], tuple[str, float]]:
     """`Object=number` options (`--count Task=10000000`, `--traffic-object Task=0.7`)."""
 
     def parse(text: str) -> tuple[str, float]:
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--count",
         action="append",
         default=[],
-        type=_assignment(int),
+        type=assignment(int),
         metavar="OBJECT=N",
         help="seed N rows of OBJECT instead of the scale's (repeatable; a new org only)",
     )
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--traffic-object",
         action="append",
         default=[],
-        type=_assignment(float),
+        type=assignment(float),
         metavar="OBJECT=WEIGHT",
         help="the traffic's object weights (repeatable; given ones replace the default mix)",
     )
