@@ -16,6 +16,7 @@ whose columns the merge must carry along untouched.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sync_engine import statements as st
@@ -35,6 +36,18 @@ class IncompatibleTypeChangeError(RuntimeError):
             f"{object_name}.{field_name} changed type from {old} to {new}, which the existing "
             f"column cannot hold. Batches for {object_name} are not merged until it is resolved; "
             f"raw keeps capturing payloads. See {RUNBOOK}."
+        )
+
+
+class UnknownLookupFieldError(ValueError):
+    """A configured lookup field is not a field of the object's describe."""
+
+    def __init__(self, object_name: str, field_name: str) -> None:
+        self.object_name, self.field_name = object_name, field_name
+        super().__init__(
+            f"{object_name}.{field_name} is listed in lookup_fields but is not a field of "
+            f"{object_name}'s describe (or is not synced): remove it from lookup_fields in "
+            "objects.yaml, or check the field's API name and the integration user's access"
         )
 
 
@@ -179,3 +192,44 @@ def _scale(label: str) -> int | None:
     if label.startswith("decimal("):
         return int(label.rstrip(")").split(",")[1])
     return None
+
+
+def ensure_lookups(warehouse: Warehouse, spec: ObjectSpec, fields: Sequence[str]) -> list[str]:
+    """Make current's reference columns `fields` (Salesforce names) fast to look up by value:
+    an ART index each on DuckDB; search optimization (EQUALITY) on Snowflake, where the
+    warehouse resource adds it (`adds_search_optimization`). Returns their columns.
+
+    dbt's incremental marts read a changed parent's children by these columns (an
+    account's opportunities by `accountid`, its activities by `whatid`/`whoid`); without
+    this every such read scans the child table (docs/engine.md, "Lookup columns")."""
+    if not fields:
+        return []
+    by_name = {f.name.lower(): f for f in spec.fields}
+    columns = []
+    for name in fields:
+        found = by_name.get(name.lower())
+        if found is None:
+            raise UnknownLookupFieldError(spec.name, name)
+        columns.append(found.column)
+    d = dialect_of(warehouse)
+    s = warehouse.schema_names
+    if d.point_lookups:
+        for column in columns:
+            warehouse.execute(st.create_lookup_index(d, spec, s, column))
+    elif _adds_search_optimization(warehouse):
+        missing = [c for c in columns if c not in _search_optimized(warehouse, spec)]
+        if missing:
+            warehouse.execute(st.search_optimization_lookups(d, spec, s, missing))
+    return columns
+
+
+def _search_optimized(warehouse: Warehouse, spec: ObjectSpec) -> set[str]:
+    """The current table's columns with an EQUALITY search access path (Snowflake's
+    DESCRIBE SEARCH OPTIMIZATION: one row per method and target)."""
+    d = dialect_of(warehouse)
+    table = d.table(warehouse.schema_names.current, spec.table)
+    rows = warehouse.query(f"DESCRIBE SEARCH OPTIMIZATION ON {table}")
+    # columns: expression_id, method, target, target_data_type, active
+    return {
+        str(r[2]).strip('"').lower() for r in rows if len(r) > 2 and str(r[1]).upper() == "EQUALITY"
+    }

@@ -150,6 +150,26 @@ def search_optimization(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> list
     ]
 
 
+def create_lookup_index(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, column: str) -> str:
+    """An index on one of current's reference columns (`point_lookups` dialects), so dbt's
+    reads of a parent's children (`whatid IN ('...')`) are index lookups, not scans."""
+    q = d.q
+    name = q(f"{spec.table}_{column}_lookup_idx")
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {d.table(s.current, spec.table)} ({q(column)})"
+
+
+def search_optimization_lookups(
+    d: SqlDialect, spec: ObjectSpec, s: SchemaNames, columns: Sequence[str]
+) -> str:
+    """Snowflake: search optimization on current's reference columns (EQUALITY answers
+    `IN` lists and joins whose build side has few distinct values)."""
+    targets = ", ".join(d.q(c) for c in columns)
+    return (
+        f"ALTER TABLE {d.table(s.current, spec.table)} "
+        f"ADD SEARCH OPTIMIZATION ON EQUALITY({targets})"
+    )
+
+
 def create_quarantine(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
     """Quarantine: rows that failed validation, with the reason."""
     q = d.q

@@ -111,3 +111,73 @@ def test_search_optimization_is_added_with_the_first_describe_only_when_asked(tm
     with fakesnow.patch(db_path=db):
         # The tables exist: a later describe does not issue it again.
         assert not registry.sync_schema(_snowflake(True), SPEC).change.created_tables
+
+
+def _index_scan(wh: DuckDBWarehouse, sql: str) -> bool:
+    plan = "\n".join(r[1] for r in wh.query(f"EXPLAIN ANALYZE {sql}"))
+    return "Index Scan" in plan
+
+
+def test_lookup_fields_get_an_index_that_answers_in_lists(duck):
+    """objects.yaml `lookup_fields`: dbt reads a parent's children by these columns."""
+    rows = [
+        cdc("CREATE", i, f"006{i:015d}", 1, values={**FULL, "AccountId": f"001{i % 7:015d}"})
+        for i in range(50)
+    ]
+    apply_batch(duck, SPEC, build_batch(SPEC, rows))
+    lookup = "SELECT id FROM sfdc.opportunity WHERE accountid IN ('001000000000000003')"
+    assert not _index_scan(duck, lookup)
+    assert registry.ensure_lookups(duck, SPEC, ("accountId",)) == ["accountid"]
+    assert registry.ensure_lookups(duck, SPEC, ("AccountId",)) == ["accountid"]  # idempotent
+    names = duck.query(
+        "SELECT index_name FROM duckdb_indexes() WHERE schema_name = 'sfdc' "
+        "AND table_name = 'opportunity'"
+    )
+    assert names == [("opportunity_accountid_lookup_idx",)]
+    assert _index_scan(duck, lookup)
+    assert len(duck.query(lookup)) == len([i for i in range(50) if i % 7 == 3])
+    # The applies keep it up to date (the engine deletes and re-inserts touched rows).
+    moved = [
+        cdc(
+            "UPDATE",
+            100 + i,
+            f"006{i:015d}",
+            2,
+            values={"AccountId": "001000000000000003"},
+            changed_fields=["AccountId"],
+        )
+        for i in range(5)
+    ]
+    apply_batch(duck, SPEC, build_batch(SPEC, moved))
+    expected = {f"006{i:015d}" for i in {*range(5), *(i for i in range(50) if i % 7 == 3)}}
+    assert {r[0] for r in duck.query(lookup)} == expected
+    # the same answer without the index (an expression it cannot serve)
+    scan = lookup.replace("WHERE accountid IN", "WHERE accountid || '' IN")
+    assert {r[0] for r in duck.query(scan)} == expected
+
+
+def test_an_unknown_lookup_field_is_refused_by_name(duck):
+    refused = r"Opportunity\.OwnerId.*lookup_fields"
+    with pytest.raises(registry.UnknownLookupFieldError, match=refused):
+        registry.ensure_lookups(duck, SPEC, ("AccountId", "OwnerId"))
+    # Nothing half-done: the valid field before it got no index either.
+    indexes = "SELECT COUNT(*) FROM duckdb_indexes() WHERE schema_name = 'sfdc'"
+    assert duck.query(indexes) == [(0,)]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lookup_fields_get_search_optimization_on_snowflake_when_asked(tmp_path):
+    import fakesnow
+    import snowflake.connector
+
+    db = tmp_path / "fake"
+    db.mkdir()
+    with fakesnow.patch(db_path=db, nop_regexes=[".*ADD SEARCH OPTIMIZATION.*"]):
+        spec = registry.sync_schema(_snowflake(True), SPEC).spec
+    # fakesnow runs neither statement: DESCRIBE answers nothing (no column optimized yet),
+    # and the ADD failing shows it is issued.
+    with fakesnow.patch(db_path=db, nop_regexes=["^DESCRIBE SEARCH OPTIMIZATION.*"]):
+        with pytest.raises(snowflake.connector.ProgrammingError, match=r"(?i)search"):
+            registry.ensure_lookups(_snowflake(True), spec, ("AccountId",))
+        # Off (the default): no statement.
+        assert registry.ensure_lookups(_snowflake(None), spec, ("AccountId",)) == ["accountid"]
