@@ -59,6 +59,7 @@ from sfdc_assets.raw import (
     RawRunConfig,
     RawSchema,
     RawWriter,
+    ensure_lookup_fields,
     land_raw,
     plan_raw,
     prepare_raw,
@@ -169,6 +170,7 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
                 reconcile_settings(settings, obj),
                 schema.spec.calculated_fields,
             )
+            ensure_lookup_fields(warehouse, schema.spec, obj.lookup_fields, plan)
             work = land_raw(plan, client, landing, warehouse, schema, context.run.run_id)
             writer = RawWriter(
                 obj.name,

@@ -143,6 +143,8 @@ class SObjectConfig(BaseModel):
     group: str
     freshness_minutes: int | None = Field(default=None, ge=1)
     pii_fields: tuple[str, ...] = ()
+    # Reference fields dbt looks current up by (an index / search optimization each).
+    lookup_fields: tuple[str, ...] = ()
     mode: Literal["cdc", "polling"] = "cdc"
     poll_minutes: int = Field(default=15, ge=1)
     # Re-read whole, by REST, the records each CDC drain changed: events carry neither
@@ -157,9 +159,9 @@ class SObjectConfig(BaseModel):
         # Reaches SOQL, SQL and asset keys: refuse anything but an API name here.
         return validate_identifier(value)
 
-    @field_validator("pii_fields")
+    @field_validator("pii_fields", "lookup_fields")
     @classmethod
-    def _pii_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _field_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(validate_identifier(v) for v in value)
 
     @property

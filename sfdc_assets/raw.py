@@ -180,6 +180,22 @@ def prepare_raw(
     )
 
 
+def ensure_lookup_fields(
+    warehouse: Warehouse, spec: ObjectSpec, lookup_fields: tuple[str, ...], plan: RawPlan
+) -> None:
+    """objects.yaml `lookup_fields`: an index each on current (DuckDB) or search
+    optimization (Snowflake), so dbt reads a parent's children by value (docs/engine.md
+    "Lookup columns"). Left to the next run by one that reads more than a day (the
+    bootstrap, a re-backfill range): an index is built faster over loaded rows than kept
+    up while loading them, and the bootstrap's apply is the one with the most memory at
+    stake (DuckDB's indexes are held in memory, ~60 bytes a row each)."""
+    from sync_engine.registry import ensure_lookups
+
+    start, end = plan.window
+    if lookup_fields and end - start <= dt.timedelta(days=1):
+        ensure_lookups(warehouse, spec, lookup_fields)
+
+
 @dataclass(frozen=True)
 class LandedWork:
     """What a run validates: every landed batch, and how it was read."""

@@ -92,3 +92,42 @@ def test_a_channel_group_without_cdc_objects_gets_no_sensor_and_polling_covers_t
             )
         data = polling.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert sorted(r.tags[OBJECT_TAG] for r in data.run_requests) == ["Event", "Task", "User"]
+
+
+def test_lookup_fields_are_validated_names() -> None:
+    config = parse_config(BASE.replace("freshness_minutes: 10}", "lookup_fields: [AccountId]}"))
+    assert config.objects_by_name()["Opportunity"].lookup_fields == ("AccountId",)
+    with pytest.raises(ValidationError, match="identifier"):
+        parse_config(BASE.replace("freshness_minutes: 10}", 'lookup_fields: ["x; drop"]}'))
+
+
+def test_the_shipped_lookup_fields_are_the_reference_fields_dbt_reads_by() -> None:
+    lookups = {o.name: o.lookup_fields for o in load_config().objects if o.lookup_fields}
+    assert lookups == {
+        "Account": ("OwnerId",),
+        "Opportunity": ("AccountId", "OwnerId"),
+        "Contact": ("AccountId",),
+        "Task": ("WhatId", "WhoId"),
+        "Event": ("WhatId", "WhoId"),
+    }
+
+
+def test_lookup_indexes_wait_for_the_end_of_a_multi_day_range() -> None:
+    """The bootstrap (a range run) loads without them; the next one-day run creates them."""
+    import datetime as dt
+
+    from resources.duckdb_warehouse import DuckDBWarehouse
+    from sfdc_assets.raw import RawPlan, ensure_lookup_fields
+    from sync_engine import registry
+    from tests.sync_engine.histories import SPEC
+
+    wh = DuckDBWarehouse(path=":memory:")
+    registry.sync_schema(wh, SPEC)
+    day = dt.datetime(2026, 12, 1)
+    count = "SELECT COUNT(*) FROM duckdb_indexes() WHERE schema_name = 'sfdc'"
+    ranged = RawPlan("Opportunity", "bulk", (day - dt.timedelta(days=30), day), dt.timedelta())
+    ensure_lookup_fields(wh, SPEC, ("AccountId",), ranged)
+    assert wh.query(count) == [(0,)]
+    one_day = RawPlan("Opportunity", "bulk", (day, day + dt.timedelta(days=1)), dt.timedelta())
+    ensure_lookup_fields(wh, SPEC, ("AccountId",), one_day)
+    assert wh.query(count) == [(1,)]
