@@ -74,3 +74,34 @@
 {% macro snowflake__timestamp_literal(value) -%}
     to_timestamp_ntz('{{ value }}')
 {%- endmacro %}
+
+
+{#
+    The filter staging puts on current's rows: not soft-deleted. On DuckDB, a scan answers
+    `x in (<literals>)` from an index (the engine's lookup indexes, current's primary key)
+    only while that is its one pushed-down filter: a plain `not is_deleted` becomes a
+    second one and turns every lookup through a staging view into a full scan (measured,
+    DuckDB 2.0.1). An OR is not pushed into the scan, so it is applied after the lookup;
+    `id` is never null (the primary key), so the rows are the same.
+#}
+{% macro not_deleted() -%}
+    {{ return(sfdc_sync.after_lookup('not is_deleted', 'id')) }}
+{%- endmacro %}
+
+
+{#
+    `predicate`, kept out of the scan on DuckDB (see not_deleted): `key` is a column that
+    is never null (the primary key), so `or key is null` changes no row. Elsewhere the
+    predicate itself.
+#}
+{% macro after_lookup(predicate, key) -%}
+    {{ return(adapter.dispatch('after_lookup', 'sfdc_sync')(predicate, key)) }}
+{%- endmacro %}
+
+{% macro default__after_lookup(predicate, key) -%}
+    ({{ predicate }} or {{ key }} is null)
+{%- endmacro %}
+
+{% macro snowflake__after_lookup(predicate, key) -%}
+    {{ predicate }}
+{%- endmacro %}

@@ -16,6 +16,14 @@
         On a full build (or an empty table): the earliest timestamp, i.e. everything.
 #}
 {% macro incremental_since() -%}
+    {%- set since = sfdc_sync.incremental_since_value() -%}
+    {%- set text = since.strftime('%Y-%m-%d %H:%M:%S.%f') if since is not none
+        else '1900-01-01 00:00:00' -%}
+    {{ return(sfdc_sync.timestamp_literal(text)) }}
+{%- endmacro %}
+
+{# incremental_since() as a datetime; none on a full build, an empty table, or at parse. #}
+{% macro incremental_since_value() -%}
     {%- set since = none -%}
     {%- if execute and is_incremental() -%}
         {%- set newest = run_query('select max(built_at) from ' ~ this) -%}
@@ -25,9 +33,34 @@
             {%- set since = newest - modules.datetime.timedelta(minutes=lookback) -%}
         {%- endif -%}
     {%- endif -%}
-    {%- set text = since.strftime('%Y-%m-%d %H:%M:%S.%f') if since is not none
-        else '1900-01-01 00:00:00' -%}
-    {{ return(sfdc_sync.timestamp_literal(text)) }}
+    {{ return(since) }}
+{%- endmacro %}
+
+
+{#
+    A filter on an hour-bucket column (`column`, timestamps truncated to the hour, naive
+    UTC) for the hours from `since` (a datetime) to now: `in (<hour literals>)`, which an
+    index (DuckDB) or search optimization (Snowflake) answers by value, as no range can
+    be. Over var incremental_inline_hours_max hours (a build after a long pause):
+    `>= since`, the same rows by a scan. `since` none (a full build): true.
+#}
+{% macro hours_since_filter(column, since) -%}
+    {%- if since is none -%}
+        {{ return('true') }}
+    {%- endif -%}
+    {%- set now = modules.datetime.datetime.utcnow() -%}
+    {%- set first = since.replace(minute=0, second=0, microsecond=0) -%}
+    {%- set count = ((now - first).total_seconds() // 3600) | int + 1 -%}
+    {%- if count > var('incremental_inline_hours_max') | int -%}
+        {{ return(column ~ ' >= ' ~ sfdc_sync.timestamp_literal(
+            first.strftime('%Y-%m-%d %H:%M:%S'))) }}
+    {%- endif -%}
+    {%- set literals = [] -%}
+    {%- for k in range(count) -%}
+        {%- set hour = first + modules.datetime.timedelta(hours=k) -%}
+        {%- do literals.append(sfdc_sync.timestamp_literal(hour.strftime('%Y-%m-%d %H:%M:%S'))) -%}
+    {%- endfor -%}
+    {{ return(column ~ ' in (' ~ literals | join(', ') ~ ')') }}
 {%- endmacro %}
 
 
@@ -106,15 +139,18 @@
 {#
     Every value `column` has or had, in any version, on the rows of source table `name`
     the engine wrote since `since`: the new parent of a re-parented child and its old one
-    (scd2 keeps the old version), the parent of a deleted child. For marts whose rows
+    (scd2 keeps the old version), the parent of a deleted child. The changed ids are
+    inlined (inlined_keys), so scd2 is read by its index on id. For marts whose rows
     aggregate children by parent (dim_account counts contacts and opportunities per
     account): these parents' rows are the ones to rebuild. Older versions add parents
     that did not change; rebuilding them is harmless.
 #}
 {% macro touched_values(name, column, since) -%}
+    {%- set changed = sfdc_sync.inlined_keys(
+        sfdc_sync.changed_ids(source('salesforce', name), since)) %}
     select {{ column }} as key_id
     from {{ source('salesforce_history', name) }}
-    where id in ({{ sfdc_sync.changed_ids(source('salesforce', name), since) }})
+    where id in {{ changed.list }}
     union all
     select {{ column }} as key_id
     from {{ source('salesforce', name) }}
@@ -132,13 +168,14 @@
     incremental_since(), the query runs once more than it appears in the model.
 
     Returns {'list': a parenthesized list for `x in <list>`, 'relation': a query with
-    one column key_id}. Over var incremental_inline_keys_max keys (or at parse time):
+    one column key_id (for that, `query`'s column must be named key_id; the list takes
+    any one-column query).} Over var incremental_inline_keys_max keys (or at parse time):
     the query itself in both, which selects the same rows without the pruning. No key:
     `(null)`, which matches nothing, and an empty relation.
 #}
 {% macro inlined_keys(query) -%}
     {%- set limit = var('incremental_inline_keys_max') | int -%}
-    {%- set subquery = {'list': '(select key_id from (' ~ query ~ ') as keys)',
+    {%- set subquery = {'list': '(select * from (' ~ query ~ ') as keys)',
         'relation': 'select key_id from (' ~ query ~ ') as keys'} -%}
     {%- if not execute -%}
         {{ return(subquery) }}

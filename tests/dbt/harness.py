@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from resources.duckdb_warehouse import DuckDBWarehouse
+from sfdc_assets.objects import load_config
 from sfdc_emulator.describe import default_catalog
 from sfdc_emulator.generator import generate
 from sfdc_emulator.store import OrgStore
@@ -58,8 +59,14 @@ def object_spec(name: str) -> ObjectSpec:
 
 
 def create_tables(wh: Warehouse) -> dict[str, ObjectSpec]:
-    """Every object's raw/current/scd2 tables; returns the merge specs."""
-    return {name: registry.sync_schema(wh, object_spec(name)).spec for name in OBJECTS}
+    """Every object's raw/current/scd2 tables, with objects.yaml's lookup fields indexed as
+    the platform's runs index them; returns the merge specs."""
+    lookups = {o.name: o.lookup_fields for o in load_config().objects}
+    specs = {}
+    for name in OBJECTS:
+        specs[name] = registry.sync_schema(wh, object_spec(name)).spec
+        registry.ensure_lookups(wh, specs[name], lookups.get(name, ()))
+    return specs
 
 
 def _typed(spec: ObjectSpec, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,12 +18,17 @@
         {{ sfdc_sync.changed_ids(source('salesforce', 'account'), since) }}
         union all
         select id from {{ source('salesforce', 'account') }}
-        where ownerid in ({{ sfdc_sync.changed_ids(source('salesforce', 'user'), since) }})
+        where ownerid in {{ sfdc_sync.inlined_keys(
+            sfdc_sync.changed_ids(source('salesforce', 'user'), since)).list }}
     ) as touched
-    where touched.key_id is not null
+    {#- No `key_id is not null`: DuckDB would push it into each scan next to the key
+        lookup, and its index answers a scan with one filter only. inlined_keys drops
+        nulls; in its subquery fallback a null key matches no row. #}
 
 {%- endset %}
 {%- set affected = sfdc_sync.inlined_keys(affected_query) %}
+{%- set owners = sfdc_sync.inlined_keys(
+    'select ownerid from ' ~ source('salesforce', 'account') ~ ' where id in ' ~ affected.list) %}
 {%- endif %}
 
 with
@@ -51,7 +56,7 @@ users as (
 
     select * from {{ ref('stg_salesforce__user') }}
     {%- if is_incremental() %}
-    where user_id in (select accounts.owner_id from accounts)
+    where user_id in {{ owners.list }}
     {%- endif %}
 
 ),

@@ -44,7 +44,9 @@
         select id from {{ source('salesforce', 'user') }}
         where _synced_at >= {{ since }}{{ quota_changed }}
     ) as touched
-    where touched.key_id is not null
+    {#- No `key_id is not null`: DuckDB would push it into each scan next to the key
+        lookup, and its index answers a scan with one filter only. inlined_keys drops
+        nulls; in its subquery fallback a null key matches no row. #}
 
 {%- endset %}
 {%- set affected = sfdc_sync.inlined_keys(affected_query) %}
@@ -98,7 +100,8 @@ open_opportunities as (
         amount,
         expected_revenue
     from opportunities
-    where not is_closed
+    -- after the owners' lookup, not in its scan (DuckDB's index answers one filter)
+    where {{ sfdc_sync.after_lookup('not is_closed', 'opportunity_id') }}
 
 ),
 

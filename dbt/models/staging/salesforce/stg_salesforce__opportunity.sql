@@ -53,7 +53,7 @@ renamed as (
         _synced_at as synced_at
 
     from source
-    where not is_deleted
+    where {{ sfdc_sync.not_deleted() }}
 
 )
 
