@@ -65,6 +65,7 @@ bench-scale-statements: setup
 	$(PY) -m bench.scale_statements
 	$(PY) -m bench.snowflake_statements
 	$(PY) -m bench.dbt_snowflake_statements
+	$(PY) -m bench.lookup_indexes
 
 # The platform on an org of production shape under production rates (bench/scale.py:
 # ~40 min of bootstrap, 20 min of traffic, up to 30 min of drain), after the statements.
