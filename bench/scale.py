@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.latency import Stack, _read_only, epoch, naive, pct
+from bench.latency import PARTS, Results, Stack, _read_only, attribute, epoch, naive, pct, run_times
 from bench.report import RssSampler, machine, replace_section
 from sfdc_emulator.cli import assignment
 
@@ -172,6 +172,7 @@ def render(
     warmup_s: float,
     drained_s: float,
     machine_line: str,
+    revenue_parts: Results | None = None,
 ) -> str:
     def row(label: str, values: list[float]) -> str:
         if not values:
@@ -230,6 +231,15 @@ def render(
             f"{statistics.median(secs) if secs else float('nan'):.1f} | "
             f"{pct(secs, 95):.1f} | {max(secs) if secs else float('nan'):.1f} |"
         )
+    if revenue_parts is not None:
+        lines += [
+            "",
+            "Where a revenue change's time goes (`bench.latency`'s breakdown, per change; s):",
+            "",
+            "| part | n | P50 | P95 | P99 | max |",
+            "|---|---|---|---|---|---|",
+            *(row(label, revenue_parts.parts[key]) for label, key in PARTS),
+        ]
     lines += [
         "",
         f"Peak RSS over traffic and drain: `dagster dev` main process {rss[1] / 2**20:.0f} MiB,"
@@ -361,12 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.stop()
         results: dict[str, tuple[list[float], int, int]] = {}
+        revenue_parts: Results | None = None
         runs = runs_since(stack.home, started)
         for group, (obj, source, column) in GROUPS.items():
             pairs, total = group_changes(stack.warehouse, obj, source, column, started, ended)
             mats = [t for r in runs for t in r.materialized.get(obj.lower(), [])]
             values, unmatched = latencies(pairs, mats)
             results[group] = (values, total, unmatched)
+            if group == "revenue":
+                # bench.latency times the Opportunity current table's runs, part by part
+                revenue_parts = attribute(pairs, run_times(stack.home, started))
         body = render(
             args,
             counts,
@@ -379,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_s,
             drained_s,
             machine_line,
+            revenue_parts,
         )
     log.info("\n%s", body)
     if not args.no_doc:
