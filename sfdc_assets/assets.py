@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from sfdc_assets.checks import (
+    SCOPE_TOUCHED,
     id_unique_full_check,
     id_unique_result,
     lag_result,
@@ -344,7 +345,12 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
         if unique_key not in checks:
             unique = None
         elif spec is not None:
-            unique = id_unique_result(current_key, outcome.id_rows_checked, outcome.duplicate_ids)
+            unique = id_unique_result(
+                current_key,
+                outcome.id_rows_checked,
+                outcome.duplicate_ids,
+                outcome.id_check_scope or SCOPE_TOUCHED,
+            )
         else:
             unique = dg.AssetCheckResult(
                 check_name=CURRENT_ID_UNIQUE,

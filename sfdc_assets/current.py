@@ -9,7 +9,7 @@ A retried or re-run step finds nothing pending and changes nothing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from resources.landing import LandingStore
     from sync_engine.spec import ObjectSpec
     from sync_engine.warehouse import Warehouse
+
+# Touched ids a run keeps in memory for its `current_id_unique` count (~60 MB); past it they
+# are re-read from the validated parts, if the check is scoped at all.
+KEEP_IDS_MAX = 1_000_000
 
 # The engine's per-batch counts (`ApplyResult`) the step sums.
 COUNTS = (
@@ -51,9 +55,10 @@ class ApplyOutcome:
     late: int = 0
     history_rows: int = 0
     last_commit: dt.datetime | None = None
-    # `current_id_unique` over the ids each applied part touched (apply_pending(check_ids)).
+    # `current_id_unique` over the ids the applied parts touched (apply_pending(check_ids)).
     id_rows_checked: int = 0
     duplicate_ids: int = 0
+    id_check_scope: str = ""
 
     def add(self, result: Mapping[str, Any], table: pa.Table) -> None:
         """Count in one applied batch: the engine's result counts and the batch's rows."""
@@ -116,14 +121,22 @@ def apply_pending(
     """Apply the valid, unapplied parts whose change days overlap `[start, end)`, and
     those the run `run_id` registered (its raw step's, from any day).
 
-    With `check_ids`, after each part current's rows of the part's record ids are counted
-    for duplicates (`current_id_unique`): O(part), the only ids the write could duplicate.
+    With `check_ids`, once every part is applied current's rows of the parts' record ids
+    are counted for duplicates (`current_id_unique`): O(batch), the only ids the writes
+    could duplicate; a run that touched a tenth of current or more (a bootstrap) is
+    counted over the whole table in one statement (`checks.run_id_counts`).
     """
-    from sfdc_assets.checks import touched_id_counts
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sfdc_assets.checks import run_id_counts
     from sync_engine.apply import apply_batch
 
     outcome = ApplyOutcome()
     batches.ensure_ledger(warehouse)
+    applied: list[batches.PartRef] = []
+    kept: list[pa.Array] | None = []
+    touched = 0
     for ref in batches.pending(warehouse, spec.name, start, end, run_id):
         table = batches.read_validated(landing, ref)
         result = apply_batch(warehouse, spec, table, batch_id=ref.label, read_id=ref.read_id)
@@ -136,7 +149,20 @@ def apply_pending(
         )
         outcome.add(result.as_dict(), table)
         if check_ids:
-            rows, dupes = touched_id_counts(warehouse, spec, table.column("record_id"))
-            outcome.id_rows_checked += rows
-            outcome.duplicate_ids += dupes
+            ids = pc.unique(table.column("record_id").combine_chunks())
+            applied.append(ref)
+            touched += len(ids)
+            if kept is not None:
+                kept.append(ids)
+                if touched > KEEP_IDS_MAX:
+                    kept = None  # re-read from the parts if the check is scoped
+
+    def id_arrays() -> list[pa.Array] | Iterator[pa.Array]:
+        if kept is not None:
+            return [pc.unique(pa.concat_arrays(kept))] if kept else []
+        return (batches.read_validated(landing, ref).column("record_id") for ref in applied)
+
+    if check_ids:
+        rows, dupes, scope = run_id_counts(warehouse, spec, touched, id_arrays)
+        outcome.id_rows_checked, outcome.duplicate_ids, outcome.id_check_scope = rows, dupes, scope
     return outcome

@@ -486,10 +486,10 @@ def _logged(warehouse: Warehouse, spec: ObjectSpec, batch_id: str) -> bool:
 
 def _history_rows(warehouse: Warehouse, spec: ObjectSpec) -> int:
     """DuckDB's row count estimate of the object's scd2 table (catalog only, no scan)."""
-    return _table_rows(warehouse, warehouse.schema_names.history, spec)
+    return table_rows_estimate(warehouse, warehouse.schema_names.history, spec)
 
 
-def _table_rows(warehouse: Warehouse, schema: str, spec: ObjectSpec) -> int:
+def table_rows_estimate(warehouse: Warehouse, schema: str, spec: ObjectSpec) -> int:
     """DuckDB's row count estimate of one of the object's tables (catalog only, no scan)."""
     rows = warehouse.query(
         "SELECT estimated_size FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
@@ -698,7 +698,7 @@ def _classify(warehouse: Warehouse, spec: ObjectSpec) -> Classified | None:
         return None
     literal_ids = d.point_lookups and (
         records <= LITERAL_ID_LIMIT
-        or _table_rows(warehouse, warehouse.schema_names.current, spec)
+        or table_rows_estimate(warehouse, warehouse.schema_names.current, spec)
         >= LIST_MIN_ROWS_PER_ID * records
     )
     id_filter, id_chunks = _id_filter(warehouse, literal_ids, late_only=False)

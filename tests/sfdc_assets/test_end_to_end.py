@@ -16,7 +16,8 @@ import pytest
 
 from resources.landing import BatchRef
 from sensors.reconcile import reconcile_request
-from sfdc_assets.keys import RAW_VALID, asset_key
+from sfdc_assets.checks import SCOPE_TOUCHED, SCOPE_WHOLE
+from sfdc_assets.keys import CURRENT_ID_UNIQUE, RAW_VALID, asset_key
 from tests.sfdc_assets.harness import (
     NOT_IN_CDC,
     OBJECTS,
@@ -48,6 +49,13 @@ def test_initial_backfill_of_all_eight_objects_equals_salesforce(platform: Platf
         (c.asset_key.path[-1], c.check_name): c.passed for c in result.get_asset_check_evaluations()
     }
     assert all(checks.values()) and len(checks) >= 3 * len(OBJECTS)
+    # A bootstrap touches every record: one whole-table count, not one id list per part.
+    scopes = {
+        c.asset_key.path[-1]: c.metadata["scope"].value
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == CURRENT_ID_UNIQUE
+    }
+    assert scopes == {name.lower(): SCOPE_WHOLE for name in OBJECTS}
     # One Bulk job per object for the whole range (single-run backfill policy).
     raw = [m for m in result.get_asset_materialization_events() if m.asset_key.path[1] == "raw"]
     jobs = {m.asset_key.path[-1]: m.materialization.metadata["bulk_jobs"].value for m in raw}
@@ -264,3 +272,27 @@ def test_a_corrupt_batch_is_stopped_by_the_blocking_check_and_nothing_downstream
     assert reasons.len() == 10
     assert reasons.str.contains("record_id").sum() == 6
     assert reasons.str.contains("batch rejected").sum() == 4
+
+
+def test_the_run_check_reads_the_same_ids_from_memory_or_from_the_parts(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`current_id_unique` counts a run's touched ids once its parts are applied: kept in
+    memory up to `KEEP_IDS_MAX`, re-read from the validated parts past it."""
+    import sfdc_assets.checks
+    import sfdc_assets.current
+
+    # Scoped whatever the share of the table (the tiny org's day can be a tenth of it).
+    monkeypatch.setattr(sfdc_assets.checks, "WHOLE_TABLE_CHECK_SHARE", 2.0)
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    counted = []
+    for keep in (sfdc_assets.current.KEEP_IDS_MAX, 0):
+        monkeypatch.setattr(sfdc_assets.current, "KEEP_IDS_MAX", keep)
+        result = platform.materialize(["Opportunity"], partition_key=day)
+        assert result.success
+        (check,) = [
+            c for c in result.get_asset_check_evaluations() if c.check_name == CURRENT_ID_UNIQUE
+        ]
+        assert check.passed and check.metadata["scope"].value == SCOPE_TOUCHED
+        counted.append(check.metadata["rows_checked"].value)
+    assert counted[0] == counted[1] > 0

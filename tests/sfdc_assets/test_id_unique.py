@@ -19,16 +19,21 @@ import fakesnow
 import pyarrow as pa
 import pytest
 import sqlglot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from resources.duckdb_warehouse import DuckDBWarehouse
 from resources.snowflake_warehouse import SnowflakeWarehouse
 from sfdc_assets.checks import (
     CHECK_IDS_TABLE,
+    SCOPE_TOUCHED,
+    SCOPE_WHOLE,
     full_id_unique_result,
     id_unique_full_check,
     id_unique_result,
     live_count_check,
     nightly_checks_schedule,
+    run_id_counts,
     touched_id_counts,
 )
 from sfdc_assets.keys import CURRENT_ID_UNIQUE_FULL, asset_key
@@ -128,6 +133,71 @@ def test_a_duplicate_outside_the_run_is_seen_by_the_nightly_check_only(
     assert not nightly.passed
     assert nightly.metadata["duplicate_ids"].value == 1
     assert nightly.metadata["rows"].value == 51
+
+
+def _no_ids() -> list[pa.Array]:
+    raise AssertionError("a whole-table count reads no ids")
+
+
+def test_a_run_that_touched_a_tenth_of_current_is_counted_over_the_whole_table(
+    warehouse: Warehouse,
+) -> None:
+    fill_current(warehouse, 50)
+    drop_primary_key(warehouse)
+    duplicate(warehouse, rid(40))
+
+    # 6 touched ids of 51 rows: the whole table, in one count; the ids are never read.
+    rows, dupes, scope = run_id_counts(warehouse, SPEC, 6, _no_ids)
+
+    assert (rows, dupes, scope) == (51, 1, SCOPE_WHOLE)
+    assert not id_unique_result(KEY, rows, dupes, scope).passed
+    assert id_unique_result(KEY, rows, dupes, scope).metadata["scope"].value == SCOPE_WHOLE
+
+
+def test_a_small_run_is_counted_over_its_ids_part_by_part(warehouse: Warehouse) -> None:
+    fill_current(warehouse, 100)
+    drop_primary_key(warehouse)
+    duplicate(warehouse, rid(7))
+    duplicate(warehouse, rid(40))
+    parts = [pa.array([rid(1), rid(2)]), pa.array([rid(7)])]
+
+    rows, dupes, scope = run_id_counts(warehouse, SPEC, 3, lambda: parts)
+
+    # rid(7) is touched and doubled; rid(40) is not touched: the nightly check's.
+    assert (rows, dupes, scope) == (4, 1, SCOPE_TOUCHED)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    rows=hs.integers(min_value=1, max_value=60),
+    touched=hs.sets(hs.integers(min_value=0, max_value=59), max_size=12),
+    doubled=hs.integers(min_value=0, max_value=59),
+)
+def test_the_run_check_fails_exactly_when_a_duplicate_is_in_its_scope(
+    tmp_path_factory: pytest.TempPathFactory, rows: int, touched: set[int], doubled: int
+) -> None:
+    wh = DuckDBWarehouse(path=str(tmp_path_factory.mktemp("prop") / "wh.duckdb"))
+    try:
+        registry.sync_schema(wh, SPEC)
+        fill_current(wh, rows)
+        drop_primary_key(wh)
+        doubled %= rows
+        duplicate(wh, rid(doubled))
+        ids = [rid(i) for i in sorted(touched)]
+
+        counted, dupes, scope = run_id_counts(wh, SPEC, len(ids), lambda: [pa.array(ids)])
+
+        whole = len(ids) >= 0.1 * (rows + 1)
+        assert scope == (SCOPE_WHOLE if whole else SCOPE_TOUCHED)
+        assert (dupes > 0) == (whole or doubled in touched)
+        in_table = [i for i in touched if i < rows]
+        assert counted == (rows + 1 if whole else len(in_table) + (doubled in touched))
+    finally:
+        wh.close()
 
 
 def _rows_scanned(wh: DuckDBWarehouse, run: Callable[[], object], profile: Path) -> int:
