@@ -355,7 +355,7 @@ class OrgStore:
             if purges:
                 meta["physical_deletes"] = json.dumps({**self._physical_deletes, **purges})
             if meta:
-                tables.put_meta(cur, meta)
+                _update_meta(cur, meta)
             replay_ids = self._log.publish(publish_now, cur, own_txn=False)
             cur.execute("COMMIT")
         except Exception:
@@ -423,6 +423,19 @@ class OrgStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _update_meta(cur: duckdb.DuckDBPyConnection, items: Mapping[str, str]) -> None:
+    """``_meta`` entries written as UPDATEs of their keys, new keys by
+    :func:`tables.put_meta`: a commit that creates rows rewrites ``id_counters``, and an
+    INSERT OR REPLACE (a delete and an insert on the key) took ~3 ms, an UPDATE ~1 ms."""
+    new: dict[str, str] = {}
+    for key, value in items.items():
+        row = cur.execute("UPDATE _meta SET value = ? WHERE key = ?", [value, key]).fetchone()
+        if not row or not row[0]:
+            new[key] = value
+    if new:
+        tables.put_meta(cur, new)
 
 
 def _update_changed(

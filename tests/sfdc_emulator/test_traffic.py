@@ -171,3 +171,26 @@ def test_traffic_writes_the_same_rows_as_setting_every_column_of_an_update(
     assert any(truths[0][obj] != seeded[obj] for obj in DEFAULT_OBJECTS)
     for obj in DEFAULT_OBJECTS:
         assert truths[0][obj] == truths[1][obj], obj
+
+
+def test_traffic_creates_and_purges_survive_a_restart(tmp_path: Path) -> None:
+    """The Id counters and the last physical delete are written with each commit."""
+    org = OrgStore(tmp_path / "org")
+    generate(org, "tiny", seed=1, anchor=ANCHOR)
+    traffic = TrafficGenerator(org, 0.0, seed=8, mix=Mix(ops={"create": 1.0}))
+    created = [r.ids[0] for r in (traffic.step() for _ in range(30)) if r is not None]
+    purged = traffic.purge("Lead", 1)
+    counters = org.ids.counters()
+    org.close()
+    reopened = OrgStore(tmp_path / "org")
+    try:
+        assert reopened.ids.counters() == counters
+        assert reopened.last_physical_delete("Lead") == purged.commit_ts
+        by_prefix = {reopened.schema.get(obj).key_prefix: obj for obj in DEFAULT_OBJECTS}
+        assert len(created) > 20
+        assert all(reopened.get(by_prefix[i[:3]], i) is not None for i in created)
+        fresh = TrafficGenerator(reopened, 0.0, seed=9, mix=Mix(ops={"create": 1.0}))
+        again = fresh.step()
+        assert again is not None and again.ids[0] not in created
+    finally:
+        reopened.close()
