@@ -173,6 +173,23 @@ def test_traffic_writes_the_same_rows_as_setting_every_column_of_an_update(
         assert truths[0][obj] == truths[1][obj], obj
 
 
+def test_user_updates_are_stamped_by_live_users_and_a_new_user_is_picked_at_once(
+    store: OrgStore,
+) -> None:
+    mix = Mix(ops={"update": 1.0}, objects={"Task": 1.0}, automation_share=0)
+    traffic = TrafficGenerator(store, 0.0, seed=6, mix=mix)
+    users = store.truth("User").to_pylist()
+    live = {u["Id"] for u in users if not u["IsDeleted"]}
+    for _ in range(20):
+        result = traffic.step()
+        assert result is not None
+        assert store.get("Task", result.ids[0])["LastModifiedById"] in live
+    created = store.commit(
+        [store_module.Mutation("create", "User", values=traffic._create_values("User"))]
+    )
+    assert created.ids[0] in {traffic._random_user() for _ in range(500)}
+
+
 def test_traffic_creates_and_purges_survive_a_restart(tmp_path: Path) -> None:
     """The Id counters and the last physical delete are written with each commit."""
     org = OrgStore(tmp_path / "org")
