@@ -344,7 +344,9 @@ class OrgStore:
         try:
             for obj, dirty in txn.dirty.items():
                 loaded = txn.loaded_ids.get(obj, set())
-                tables.write_rows(cur, self.schema.get(obj), dirty, loaded)
+                spec = self.schema.get(obj)
+                rest = _update_changed(cur, spec, dirty, txn.loaded_rows.get(obj, {}))
+                tables.write_rows(cur, spec, rest, loaded)
             self._refresh_formulas(cur, txn)
             meta: dict[str, str] = {}
             if txn.created:
@@ -353,7 +355,7 @@ class OrgStore:
             if purges:
                 meta["physical_deletes"] = json.dumps({**self._physical_deletes, **purges})
             if meta:
-                tables.put_meta(cur, meta)
+                _update_meta(cur, meta)
             replay_ids = self._log.publish(publish_now, cur, own_txn=False)
             cur.execute("COMMIT")
         except Exception:
@@ -421,6 +423,47 @@ class OrgStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _update_meta(cur: duckdb.DuckDBPyConnection, items: Mapping[str, str]) -> None:
+    """``_meta`` entries written as UPDATEs of their keys, new keys by
+    :func:`tables.put_meta`: a commit that creates rows rewrites ``id_counters``, and an
+    INSERT OR REPLACE (a delete and an insert on the key) took ~3 ms, an UPDATE ~1 ms."""
+    new: dict[str, str] = {}
+    for key, value in items.items():
+        row = cur.execute("UPDATE _meta SET value = ? WHERE key = ?", [value, key]).fetchone()
+        if not row or not row[0]:
+            new[key] = value
+    if new:
+        tables.put_meta(cur, new)
+
+
+def _update_changed(
+    cur: duckdb.DuckDBPyConnection,
+    spec: SObjectDef,
+    dirty: Mapping[str, dict[str, Any] | None],
+    before: Mapping[str, dict[str, Any]],
+) -> dict[str, dict[str, Any] | None]:
+    """Write a small commit's updated rows (a live traffic step's one or few) as UPDATEs of
+    the columns whose values changed only; returns the rest of ``dirty`` for
+    :func:`tables.write_rows`. Setting every column of a row cost ~4 ms at 10M Tasks, three
+    times an UPDATE of the few a change touches; the rows written are the same."""
+    updated = [i for i, r in dirty.items() if r is not None and i in before]
+    if not updated or len(updated) > tables.SMALL_WRITE:
+        return dict(dirty)
+    names = [f.name for f in spec.stored_fields() if f.name != "Id"]
+    for rid in updated:
+        new, old = dirty[rid], before[rid]
+        assert new is not None
+        # != on Python values: a false "changed" only rewrites a column with its own value
+        changed = [n for n in names if new[n] != old[n] or type(new[n]) is not type(old[n])]
+        if changed:
+            sets = ", ".join(f"{tables.quote(n)} = ?" for n in changed)
+            cur.execute(
+                f"UPDATE {tables.quote(spec.name)} SET {sets} WHERE Id = ?",
+                [new[n] for n in changed] + [rid],
+            )
+    return {i: r for i, r in dirty.items() if i not in updated}
 
 
 def _system_users(integration: str, automation: str, stamp: datetime) -> list[dict[str, Any]]:

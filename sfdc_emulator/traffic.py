@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import pyarrow as pa
-
 from sfdc_emulator import ids as idmod
 from sfdc_emulator.describe import (
     LEAD_SOURCES,
@@ -40,6 +38,7 @@ from sfdc_emulator.generator import (
     TASK_SUBJECTS,
 )
 from sfdc_emulator.store import OVERFLOW_LIMIT, CommitResult, Mutation, OrgStore, StoreError
+from sfdc_emulator.tables import SMALL_IN
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,8 @@ AUTOMATION_SHARE = 0.3
 AUTOMATION_DELAY = (1.0, 4.0)
 # Share of those automation updates that are recalculations touching no field (no event).
 RECALCULATION_SHARE = 0.3
+# How long the live Users' Ids picked for user updates are reused (wall seconds).
+USERS_TTL_S = 5.0
 
 
 @dataclass
@@ -95,6 +96,8 @@ class TrafficGenerator:
         self._automation_seq = 0
         self._recently_deleted: dict[str, deque[str]] = {}
         self._lock = threading.RLock()  # the rng and queues: the admin may call concurrently
+        # the live Users' Ids, (monotonic time read, User Id counter then, Ids)
+        self._users: tuple[float, int, list[str]] | None = None
         self.stats: dict[str, int] = {}
 
     def start(self) -> None:
@@ -239,20 +242,21 @@ class TrafficGenerator:
             return []
         if deleted:
             recent = self._recently_deleted.get(spec.name)
-            found = self._existing(spec.name, list(recent or ()), deleted)
+            found = self._newest_existing(spec.name, list(recent or ()), count, deleted)
             if len(found) >= count:
-                return found[-count:]
+                return found
             return self._scan(spec.name, count, deleted)
         last = self.store.ids.last(spec.key_prefix)
         if last == 0:
             return []
         found = []
         for _ in range(4):
-            # A window of consecutive Ids from a random start: Ids follow their counter and
-            # rows their insertion, so the range read touches one or two row groups. A set
-            # of Ids sampled over the whole range made DuckDB scan the table: ~22 ms a pick
-            # at 10M Tasks, which held the traffic to a third of `bench.scale`'s rate.
-            span = min(last, max(8, 4 * (count - len(found))))
+            # A window of consecutive Ids from a random start, read through the Id index
+            # (see _in_range). A set of Ids sampled over the whole range made DuckDB scan
+            # the table: ~22 ms a pick at 10M Tasks, which held the traffic to a third of
+            # `bench.scale`'s rate. Four Ids a wanted record: most records are live, and an
+            # IN list of 8 Ids cost twice one of 4 (~2.3 vs ~1.3 ms).
+            span = min(last, 4 * (count - len(found)))
             with self._lock:
                 start = self.rng.randint(1, last - span + 1)
             window = self._in_range(spec.name, spec.key_prefix, start, start + span - 1, deleted)
@@ -273,29 +277,47 @@ class TrafficGenerator:
         """Existing Ids whose counters are in [first, last], in Id order."""
         cur = self.store.read_cursor()
         try:
-            clause = "" if deleted is None else f" AND IsDeleted = {'true' if deleted else 'false'}"
-            rows = cur.execute(
-                f'SELECT Id FROM "{table}" WHERE Id BETWEEN ? AND ?{clause} ORDER BY Id',
-                [idmod.make_id(prefix, first), idmod.make_id(prefix, last)],
-            ).fetchall()
+            if last - first < SMALL_IN:
+                # The window's Ids themselves, filtered on Id alone: DuckDB serves that from
+                # the Id index (~1-2 ms at 10M Tasks). A range, or IsDeleted in the same
+                # WHERE, is a scan of the Id column's row groups (~10 ms, most of a step).
+                wanted = [idmod.make_id(prefix, c) for c in range(first, last + 1)]
+                rows = cur.execute(
+                    f'SELECT Id, IsDeleted FROM "{table}" WHERE Id IN ({_marks(len(wanted))})',
+                    wanted,
+                ).fetchall()
+            else:
+                rows = cur.execute(
+                    f'SELECT Id, IsDeleted FROM "{table}" WHERE Id BETWEEN ? AND ?',
+                    [idmod.make_id(prefix, first), idmod.make_id(prefix, last)],
+                ).fetchall()
         finally:
             cur.close()
-        return [r[0] for r in rows]
+        return sorted(r[0] for r in rows if deleted is None or r[1] == deleted)
 
-    def _existing(self, table: str, ids: list[str], deleted: bool | None) -> list[str]:
-        if not ids:
-            return []
+    def _newest_existing(
+        self, table: str, ids: list[str], count: int, deleted: bool | None
+    ) -> list[str]:
+        """The last ``count`` of ``ids`` that exist in the asked state, in their order."""
+        found: list[str] = []
         cur = self.store.read_cursor()
         try:
-            clause = "" if deleted is None else f" AND IsDeleted = {'true' if deleted else 'false'}"
-            cur.register("__pick", _id_table(ids))
-            rows = cur.execute(
-                f'SELECT Id FROM "{table}" WHERE Id IN (SELECT Id FROM __pick){clause}'
-            ).fetchall()
+            # Newest first, in Id-only IN lists (the Id index), until ``count`` are found; a
+            # joined Arrow table of the 10K recent Ids made DuckDB scan the table instead:
+            # ~100 ms an undelete at 10M Tasks.
+            end = len(ids)
+            while end > 0 and len(found) < count:
+                chunk = ids[max(0, end - SMALL_IN) : end]
+                end -= len(chunk)
+                rows = cur.execute(
+                    f'SELECT Id, IsDeleted FROM "{table}" WHERE Id IN ({_marks(len(chunk))})',
+                    chunk,
+                ).fetchall()
+                present = {r[0] for r in rows if deleted is None or r[1] == deleted}
+                found = [i for i in chunk if i in present] + found
         finally:
             cur.close()
-        present = {r[0] for r in rows}
-        return [i for i in ids if i in present]
+        return found[-count:]
 
     def _scan(self, table: str, count: int, deleted: bool | None) -> list[str]:
         cur = self.store.read_cursor()
@@ -309,8 +331,26 @@ class TrafficGenerator:
         return [r[0] for r in rows]
 
     def _random_user(self) -> str:
-        picked = self.random_ids("User", 1)
-        return picked[0] if picked else self.store.integration_user_id
+        """A live User for a user update's LastModifiedById. The Ids are read again after
+        USERS_TTL_S or when a User was created: a query per update was ~6 % of a step at
+        10M Tasks, and Salesforce never deletes Users (they are deactivated)."""
+        spec = self.store.schema.get("User")
+        counter = self.store.ids.last(spec.key_prefix)
+        cached = self._users
+        if cached is None or cached[1] != counter or time.monotonic() - cached[0] > USERS_TTL_S:
+            read_at = time.monotonic()
+            cur = self.store.read_cursor()
+            try:
+                rows = cur.execute(
+                    f'SELECT Id FROM "{spec.name}" WHERE NOT IsDeleted ORDER BY Id'
+                ).fetchall()
+            finally:
+                cur.close()
+            cached = self._users = (read_at, counter, [r[0] for r in rows])
+        if not cached[2]:
+            return self.store.integration_user_id
+        with self._lock:
+            return self.rng.choice(cached[2])
 
     def _weighted(self, weights: Mapping[str, float]) -> str:
         names = [k for k, v in weights.items() if v > 0]
@@ -473,5 +513,5 @@ class TrafficGenerator:
         raise StoreError(f"no text field to bulk-update on {obj}", "INVALID_FIELD")
 
 
-def _id_table(ids: list[str]) -> pa.Table:
-    return pa.table({"Id": pa.array(ids, pa.string())})
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)

@@ -82,6 +82,8 @@ class Transaction:
         self.gap = gap
         self.rows: dict[str, dict[str, dict[str, Any] | None]] = {}
         self.loaded_ids: dict[str, set[str]] = {}
+        # the rows as read, before this commit changed them (the store writes the diff)
+        self.loaded_rows: dict[str, dict[str, dict[str, Any]]] = {}
         self.dirty: dict[str, dict[str, dict[str, Any] | None]] = {}
         self.changes: list[Change] = []
         self.result_ids: list[str] = []
@@ -103,6 +105,7 @@ class Transaction:
             for rid in missing:
                 cache[rid] = fetched.get(rid)
             self.loaded_ids.setdefault(obj, set()).update(fetched)
+            self.loaded_rows.setdefault(obj, {}).update(fetched)
 
     def apply(self, m: Mutation) -> None:
         """Apply one mutation to the working set (StoreError when the org refuses it)."""
@@ -212,6 +215,7 @@ class Transaction:
             cache[rid] = fetched.get(rid)
             if rid in fetched:
                 self.loaded_ids.setdefault(spec.name, set()).add(rid)
+                self.loaded_rows.setdefault(spec.name, {})[rid] = fetched[rid]
         row = cache[rid]
         if row is None:
             raise StoreError(
