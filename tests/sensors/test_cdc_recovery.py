@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 from sensors import cdc
 from sfdc_assets.keys import OBJECT_TAG
 from sfdc_assets.objects import SyncConfig
+from sfdc_emulator.transaction import Mutation
 from tests.sfdc_assets.harness import NOT_IN_CDC, Platform, differences, start_platform
 
 pytestmark = pytest.mark.slow
@@ -168,7 +169,7 @@ def test_changes_made_while_resubscribed_at_latest_without_a_position_are_re_bac
     execute(platform, due.requests)
 
     between = traffic.update("Opportunity", 2).ids  # no drain is subscribed: no CDC for these
-    with _committing(traffic, "Opportunity"):  # a drain now gets a position
+    with _committing(traffic, "Opportunity", between):  # a drain now gets a position
         positioned = evaluate(platform, sensor, due.cursor)
     assert positioned.state["policy"] == "CUSTOM" and positioned.state["replay"]
     execute(platform, positioned.requests)
@@ -186,16 +187,22 @@ def test_changes_made_while_resubscribed_at_latest_without_a_position_are_re_bac
 
 
 class _committing:
-    """Update a record every 0.3 s in the background (traffic while a drain is open)."""
+    """Update a record every 0.3 s in the background (traffic while a drain is open),
+    never one of `avoid`: a record the test expects stale must get no event from here."""
 
-    def __init__(self, traffic: Any, name: str) -> None:
-        self.traffic, self.name = traffic, name
+    def __init__(self, traffic: Any, name: str, avoid: Sequence[str] = ()) -> None:
+        self.traffic, self.name, self.avoid = traffic, name, set(avoid)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        n = 0
         while not self.stop.wait(0.3):
-            self.traffic.update(self.name, 1)
+            n += 1
+            picked = [i for i in self.traffic.random_ids(self.name, 4) if i not in self.avoid]
+            if picked:
+                update = Mutation("update", self.name, picked[0], {"NextStep": f"background {n}"})
+                self.traffic.store.commit([update])
 
     def __enter__(self) -> None:
         self.thread.start()
