@@ -100,30 +100,44 @@ def _step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str
 
 
 @contextlib.contextmanager
-def _instance(run_dir: Path, postgres_url: str | None) -> Iterator[dg.DagsterInstance]:
-    """A fresh instance: SQLite in `run_dir`, or Postgres with batched event writes (the
-    production setting, docs/operations.md), wiped afterwards."""
-    if postgres_url is None:
-        with dg.instance_for_test(temp_dir=str(run_dir / "dagster_home")) as instance:
-            yield instance
-        return
-    storage = {"storage": {"postgres": {"postgres_url": postgres_url}}}
+def _batched_events() -> Iterator[None]:
     before = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")
     os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(EVENT_BATCH_SIZE)
     try:
-        with dg.instance_for_test(
-            temp_dir=str(run_dir / "dagster_home"), overrides=storage
-        ) as instance:
-            instance.wipe()
-            try:
-                yield instance
-            finally:
-                instance.wipe()
+        yield
     finally:
         if before is None:
             os.environ.pop("DAGSTER_EVENT_BATCH_SIZE", None)
         else:
             os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
+
+
+@contextlib.contextmanager
+def _instance(
+    run_dir: Path, storage: str, postgres_url: str | None
+) -> Iterator[dg.DagsterInstance]:
+    """A fresh instance: `local` (make demo's dagster.yaml: SQLite, events in batches),
+    `sqlite` (Dagster's stock SQLite storage, one event at a time) or `postgres` (batched
+    event writes, the production setting, docs/operations.md; wiped afterwards)."""
+    from scripts.demo import instance_yaml_text
+
+    home = run_dir / "dagster_home"
+    if storage == "sqlite":
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
+        return
+    if storage == "local":
+        (home / "dagster.yaml").write_text(instance_yaml_text(home))
+        with _batched_events(), dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+        return
+    overrides = {"storage": {"postgres": {"postgres_url": postgres_url}}}
+    with _batched_events(), dg.instance_for_test(temp_dir=str(home), overrides=overrides) as inst:
+        inst.wipe()
+        try:
+            yield inst
+        finally:
+            inst.wipe()
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -133,7 +147,7 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
 
 
 def one_run(
-    info: Path, workdir: Path, emulator_pid: int, postgres_url: str | None = None
+    info: Path, workdir: Path, emulator_pid: int, storage: str, postgres_url: str | None = None
 ) -> dict[str, Any]:
     """One whole-range backfill of Task into a fresh warehouse and instance."""
     import duckdb
@@ -146,7 +160,7 @@ def one_run(
     partitions = assets[0].partitions_def
     first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     load = os.getloadavg()[0]
-    with _instance(run_dir, postgres_url) as instance, RssSampler((emulator_pid,)) as rss:
+    with _instance(run_dir, storage, postgres_url) as instance, RssSampler((emulator_pid,)) as rss:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -167,7 +181,7 @@ def one_run(
         rows = _count(con, "sfdc.task")
         history = _count(con, "sfdc_history.task")
     run = {
-        "storage": "sqlite" if postgres_url is None else "postgres",
+        "storage": storage,
         "rows": rows,
         "history_rows": history,
         "partitions": partitions.get_num_partitions(),
@@ -265,7 +279,8 @@ def render(by_storage: dict[str, list[dict[str, Any]]], header: str, command: st
 
 
 _STORAGE_LABELS = {
-    "sqlite": "SQLite instance (local default)",
+    "local": f"SQLite, events batched ({EVENT_BATCH_SIZE}; local default)",
+    "sqlite": "Dagster's stock SQLite, an event at a time",
     "postgres": f"Postgres, DAGSTER_EVENT_BATCH_SIZE={EVENT_BATCH_SIZE}",
 }
 
@@ -290,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(ns.workdir) / f"tasks-{ns.tasks}"
     workdir.mkdir(parents=True, exist_ok=True)
     header = machine()
-    storages: dict[str, str | None] = {"sqlite": None}
+    storages: dict[str, str | None] = {"local": None, "sqlite": None}
     if ns.postgres_url:
         storages["postgres"] = ns.postgres_url
     proc, info = start_emulator(workdir, ns.tasks)
@@ -299,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(ns.repeat):
             for name, url in storages.items():
                 with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-                    run = one_run(info, Path(tmp), proc.pid, url)
+                    run = one_run(info, Path(tmp), proc.pid, name, url)
                 by_storage[name].append(run)
                 log.info(
                     "run %d %s: %d rows in %.1f s = %.0f rows/s, peak RSS %.0f MB, steps %s",

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import REPO, RssSampler, machine, replace_section
-from scripts.demo import INSTANCE_YAML, local_environment
+from scripts.demo import instance_yaml_text, local_environment
 
 log = logging.getLogger("bench.latency")
 
@@ -173,7 +173,7 @@ class Stack:
                 raise SystemExit(f"the emulator did not start; see {self.root}/emulator.log")
             time.sleep(0.2)
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text(INSTANCE_YAML)
+        (self.home / "dagster.yaml").write_text(instance_yaml_text(self.home))
         self._spawn(
             [sys.executable, "-m", "dagster", "dev", "-w", self.workspace, "-p", str(self.port)],
             self.env(),

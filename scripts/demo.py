@@ -65,6 +65,20 @@ telemetry:
 """
 
 
+def instance_yaml_text(dagster_home: Path) -> str:
+    """The local instance's dagster.yaml: INSTANCE_YAML, and the event log that writes a
+    range run's per-partition events in batches (resources/event_log.py), where Dagster's
+    default SQLite one would keep them (`history/runs` under DAGSTER_HOME)."""
+    runs = dagster_home.resolve() / "history" / "runs"
+    return INSTANCE_YAML + (
+        "event_log_storage:\n"
+        "  module: resources.event_log\n"
+        "  class: BatchedSqliteEventLogStorage\n"
+        "  config:\n"
+        f"    base_dir: {json.dumps(str(runs))}\n"
+    )
+
+
 def local_environment(demo_dir: Path, info_file: Path) -> dict[str, str]:
     """The environment variables of the local defaults (DESIGN §8)."""
     return {
@@ -81,6 +95,9 @@ def local_environment(demo_dir: Path, info_file: Path) -> dict[str, str]:
         # One planned event per run instead of one per partition and asset: without it a
         # 5-year single-run backfill spends minutes writing events before its step starts.
         "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
+        # A range run's materializations in batches of 500 (resources/event_log.py): ~1 ms
+        # an event instead of ~20 ms on SQLite.
+        "DAGSTER_EVENT_BATCH_SIZE": "500",
     }
 
 
@@ -124,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
     if not instance_yaml.exists():
-        instance_yaml.write_text(INSTANCE_YAML)
+        instance_yaml.write_text(instance_yaml_text(dagster_home))
 
     emulator_log = (demo_dir / "emulator.log").open("ab")
     emulator = subprocess.Popen(
