@@ -73,9 +73,10 @@ bench-scale: bench-scale-statements
 	$(PY) -m bench.scale
 
 # Also measures Postgres run storage when BENCH_POSTGRES_URL names a server (docs/operations.md).
+# BENCH_TASKS: the Task rows (default 1M; the issue's second size is 10000000).
 bench-backfill: setup
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
-	$(PY) -m bench.backfill $(if $(BENCH_POSTGRES_URL),--postgres-url $(BENCH_POSTGRES_URL))
+	$(PY) -m bench.backfill --tasks $(or $(BENCH_TASKS),1000000) $(if $(BENCH_POSTGRES_URL),--postgres-url $(BENCH_POSTGRES_URL))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
