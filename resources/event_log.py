@@ -61,14 +61,18 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             super().store_event_batch(events)
             return
         insert = self.prepare_insert_event_batch(events)
-        with self.run_connection(events[0].run_id) as conn:
-            conn.execute(insert)
+        # The shared index shard first, in one transaction: it is the one other processes
+        # lock (the webserver, the daemon), and when it fails nothing is written, so
+        # Dagster's fallback (one event at a time) stores the batch once. The run's own
+        # shard is one INSERT after it.
         with self.index_transaction() as conn:
             rows = conn.execute(insert.returning(SqlEventLogStorageTable.c.id))
             ids = [int(row[0]) for row in rows]
             self._store_asset_event_tags(conn, events, ids)
             # The asset's row holds its latest event: the batch's last, as one by one.
             self._store_asset_event(conn, events[-1], ids[-1])
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(insert)
 
 
 def _batchable(events: Sequence[EventLogEntry]) -> bool:
