@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from bench.extraction import start_emulator
-from bench.report import DOC, RssSampler, machine, replace_section
+from bench.report import RssSampler, machine, replace_section, section_body
 
 if TYPE_CHECKING:
     import duckdb
@@ -197,18 +197,16 @@ def _rows_landed(instance: dg.DagsterInstance, run_id: str) -> int:
     return 0
 
 
-def export_csv(landing: Path, csv_path: Path) -> int:
+def export_csv(landing: Path, csv_path: Path) -> None:
     """The landed Bulk pages of Task as one CSV (the limit's input): the same rows and
-    columns the bootstrap read. Returns its rows."""
+    columns the bootstrap read (the limit run counts them)."""
     import duckdb
 
     pages = str(landing / "backfill" / "Task" / "*" / "*" / "part-*.parquet")
     tmp = csv_path.with_suffix(".tmp")
     with duckdb.connect() as con:
         con.execute(f"COPY (SELECT * FROM read_parquet('{pages}')) TO '{tmp}' (HEADER)")
-        rows = _count(con, f"read_csv('{tmp}')")
     tmp.rename(csv_path)
-    return rows
 
 
 def one_run(
@@ -380,12 +378,7 @@ def render(
         + " | ".join(f"{rb(by_storage[n], 'peak_rss_mb'):,.0f} MB" for n in names)
         + " |",
         "| current and scd2 unchanged (every run) | "
-        + " | ".join(
-            ", ".join(
-                "yes" if r["rebackfill"]["changed_nothing"] else "**NO**" for r in by_storage[n]
-            )
-            for n in names
-        )
+        + " | ".join(", ".join(_unchanged(r) for r in by_storage[n]) for n in names)
         + " |",
         "",
     ]
@@ -471,15 +464,6 @@ _STORAGE_LABELS = {
 }
 
 
-def _section_body() -> str:
-    text = DOC.read_text() if DOC.exists() else ""
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        return ""
-    end = text.find("\n## ", start + len(SECTION))
-    return text[start + len(SECTION) : end if end != -1 else len(text)]
-
-
 def merge_sizes(existing: str, part: str) -> str:
     """The section with `part` (one size's `### N Task rows` block) in place of that size's
     block, other sizes' blocks kept, ordered by size; text outside blocks is dropped."""
@@ -563,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m bench.backfill", *shown])
     if not ns.no_docs:
         body = render(by_storage, limits, header, command)
-        replace_section(SECTION, merge_sizes(_section_body(), body))
+        replace_section(SECTION, merge_sizes(section_body(SECTION), body))
     return 0
 
 

@@ -35,16 +35,31 @@ def machine() -> str:
     )
 
 
+def _section_span(text: str, heading: str) -> tuple[int, int] | None:
+    """Where the section that starts with `heading` begins and ends in `text`, if present."""
+    start = text.find(heading + "\n")
+    if start == -1:
+        return None
+    nxt = text.find("\n## ", start + len(heading))
+    return start, nxt if nxt != -1 else len(text)
+
+
+def section_body(heading: str) -> str:
+    """The current text of the section that starts with `heading`, without it ("" if none)."""
+    text = DOC.read_text() if DOC.exists() else ""
+    span = _section_span(text, heading)
+    return text[span[0] + len(heading) : span[1]] if span else ""
+
+
 def replace_section(heading: str, body: str) -> None:
     """Replace (or append) the section that starts with `heading` (`## Title`)."""
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
     section = f"{heading}\n\n{body.strip()}\n"
-    start = text.find(heading + "\n")
-    if start == -1:
+    span = _section_span(text, heading)
+    if span is None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt:] if nxt != -1 else "")
+        text = text[: span[0]] + section + text[span[1] :]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
 
