@@ -66,9 +66,11 @@ telemetry:
 
 
 def instance_yaml_text(dagster_home: Path) -> str:
-    """The local instance's dagster.yaml: INSTANCE_YAML, and the event log that writes a
+    """The local instance's dagster.yaml: INSTANCE_YAML; the event log that writes a
     range run's per-partition events in batches (resources/event_log.py), where Dagster's
-    default SQLite one would keep them (`history/runs` under DAGSTER_HOME)."""
+    default SQLite one would keep them (`history/runs` under DAGSTER_HOME); and the run
+    launcher that forks each run from a process with Dagster already imported
+    (resources/run_launcher.py)."""
     runs = dagster_home.resolve() / "history" / "runs"
     return INSTANCE_YAML + (
         "event_log_storage:\n"
@@ -76,6 +78,9 @@ def instance_yaml_text(dagster_home: Path) -> str:
         "  class: BatchedSqliteEventLogStorage\n"
         "  config:\n"
         f"    base_dir: {json.dumps(str(runs))}\n"
+        "run_launcher:\n"
+        "  module: resources.run_launcher\n"
+        "  class: PrewarmedRunLauncher\n"
     )
 
 

@@ -26,13 +26,20 @@ from typing import Any
 import psutil
 import pytest
 
+from resources.run_launcher import PID_TAG
+
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
 PREFERRED_RAW = ["salesforce", "raw", "opportunity"]
 BACKFILL_DAYS = 3
 LOAD_TIMEOUT_S = 120
 BACKFILL_TIMEOUT_S = 150
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# make demo's run launcher (resources/run_launcher.py): the backfill's run is forked from
+# its zygote, under the real daemon.
+DAGSTER_YAML = (
+    "telemetry:\n  enabled: false\n"
+    "run_launcher:\n  module: resources.run_launcher\n  class: PrewarmedRunLauncher\n"
+)
 
 LOCATIONS = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -275,6 +282,7 @@ def test_a_partition_backfill_launched_over_graphql_succeeds_under_dagster_dev(
     # single_run backfill policy: one run covers the whole range.
     assert len(runs) == 1 and runs[0]["status"] == "SUCCESS", runs
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+    assert PID_TAG in tags, "the run was not forked by the pre-warmed launcher"
     assert tags["dagster/asset_partition_range_start"] == days[0]
     assert tags["dagster/asset_partition_range_end"] == days[-1]
 
