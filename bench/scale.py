@@ -75,6 +75,8 @@ GROUPS = {
     "activities": ("Task", "bulk", "system_modstamp"),
 }
 TARGET_P95_S = {"revenue": 30.0, "activities": 3600.0}
+# --resume: seconds between the restarted stack's load and the traffic.
+RESUME_SETTLE_S = 60
 
 
 def traffic_mix() -> tuple[float, dict[str, float]]:
@@ -184,12 +186,22 @@ def render(
 
     seeded = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     weights = ", ".join(f"{k} {v:.3f}" for k, v in mix.items())
+    warmup = (
+        f"Org seeded with {seeded}. Warm-up (bootstrap of every object through the"
+        f" platform, no traffic): {warmup_s / 60:.0f} min."
+    )
+    command = f"`make bench-scale` (`python -m bench.scale --minutes {args.minutes:g}`)"
+    if args.resume:
+        command = f"`python -m bench.scale --resume --dir DIR --minutes {args.minutes:g}`"
+        warmup = (
+            "Resumed: the org, warehouse and Dagster instance an earlier run in DIR seeded"
+            " and bootstrapped (not re-seeded, no warm-up), its stack restarted with this"
+            f" commit's code and {RESUME_SETTLE_S} s to settle."
+        )
     lines = [
         f"Machine: {machine_line}.",
         "",
-        f"Command: `make bench-scale` (`python -m bench.scale --minutes {args.minutes:g}`)."
-        f" Org seeded with {seeded}. Warm-up (bootstrap of every object through the"
-        f" platform, no traffic): {warmup_s / 60:.0f} min. Then {args.minutes:g} min of"
+        f"Command: {command}. {warmup} Then {args.minutes:g} min of"
         f" traffic at {rate:.1f} transactions/s (object weights {weights}: 80K Opportunity"
         " and 5M activity changes a day, uncompressed; the emulator's mix of creates,"
         " updates, deletes, undeletes and purges, plus automation follow-ups on ~16 % of"
@@ -311,7 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dir", help="keep the stack's files here (default: a temp dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="restart the stack on --dir's org, warehouse and instance from an earlier run "
+        "(bootstrapped there): no seeding, no warm-up",
+    )
     args = parser.parse_args(argv)
+    if args.resume and not (args.dir and (Path(args.dir) / "org").is_dir()):
+        parser.error("--resume needs --dir holding an earlier run's stack (its org/ folder)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
     counts = {**DEFAULT_COUNTS, **{k: int(v) for k, v in args.count}}
@@ -341,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"not bootstrapped in {WARMUP_TIMEOUT_S} s: {done} done")
                 time.sleep(10)
             warmup_s = time.monotonic() - warm_started
+            if args.resume:
+                time.sleep(RESUME_SETTLE_S)  # the restarted sensors' first ticks
             info = stack.info()
             log.info(
                 "bootstrapped in %.0f s; %.1f min of traffic at %.1f/s",

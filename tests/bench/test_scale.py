@@ -34,3 +34,35 @@ def test_the_achieved_rates_say_how_far_the_traffic_fell_short() -> None:
     text = achieved_rates({"stats": stats}, 1200)
     assert "Opportunity 26,640 a day (33% of 80K)" in text
     assert "activities 1,666,800 a day (33% of 5M)" in text
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_report_says_whether_the_stack_was_warmed_up_or_resumed(resume: bool) -> None:
+    import argparse
+
+    from bench.scale import DEFAULT_COUNTS, render
+
+    args = argparse.Namespace(minutes=20.0, resume=resume)
+    rate, mix = traffic_mix()
+    body = render(
+        args,
+        DEFAULT_COUNTS,
+        rate,
+        mix,
+        {},
+        [],
+        {"stats": {}},
+        [0, 2**20, 2**20],
+        2400.0,
+        60.0,
+        "test machine",
+    )
+    if resume:
+        assert "`python -m bench.scale --resume --dir DIR --minutes 20`" in body
+        assert "not re-seeded, no warm-up" in body
+        assert "Warm-up (bootstrap" not in body
+    else:
+        assert "`make bench-scale`" in body
+        assert (
+            "Warm-up (bootstrap of every object through the platform, no traffic): 40 min" in body
+        )
