@@ -19,7 +19,6 @@ from sfdc_assets.dbt_assets import dbt_definitions
 from sfdc_assets.dbt_schedules import dbt_schedules
 from sfdc_assets.freshness import apply_freshness
 from sfdc_assets.objects import load_config
-from sfdc_assets.priority import prioritized_in_process_executor
 from sfdc_assets.resources import build_resources
 
 
@@ -48,9 +47,8 @@ def build_definitions() -> dg.Definitions:
         # Every run executes its steps in the run's own process. A run here is a chain
         # (raw -> current+scd2 -> dbt) whose steps serialise on the warehouse writer anyway;
         # the multiprocess executor would start (and import the code location in) one
-        # more process per step, which cost a CDC micro-batch tens of seconds. Runs other
-        # than CDC micro-batches run at a lower CPU priority (sfdc_assets/priority.py).
-        executor=prioritized_in_process_executor,
+        # more process per step, which cost a CDC micro-batch tens of seconds.
+        executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(platform, dbt_definitions(), erase.definitions())
 
