@@ -295,7 +295,9 @@ def _serve(working_directory: str, preload: Sequence[str], out: IO[bytes]) -> No
             signal.signal(signal.SIGINT, signal.default_int_handler)
             code = 1
             try:
-                # The pipes are the zygote's: the run reads nothing and writes to stderr.
+                # The pipes are the zygote's: the run reads nothing and writes to stderr, and
+                # holds no end of them (so the launcher sees EOF if the zygote dies).
+                out.close()
                 devnull = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(devnull, 0)
                 os.dup2(2, 1)

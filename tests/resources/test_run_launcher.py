@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,19 @@ def test_a_run_executes_in_a_child_of_the_warm_zygote(
     second = _launch(instance, launcher_jobs.report_job)
     assert poll_for_finished_run(instance, second, timeout=120).status.value == "SUCCESS"
     assert json.loads(report.read_text())["ppid"] == seen["ppid"]
+
+
+def test_a_dead_zygote_is_replaced_at_the_next_launch(
+    instance: dg.DagsterInstance, report: Path
+) -> None:
+    first = _launch(instance, launcher_jobs.report_job)
+    assert poll_for_finished_run(instance, first, timeout=120).status.value == "SUCCESS"
+    zygote = json.loads(report.read_text())["ppid"]
+    report.unlink()
+    os.kill(zygote, signal.SIGKILL)
+    second = _launch(instance, launcher_jobs.report_job)
+    assert poll_for_finished_run(instance, second, timeout=120).status.value == "SUCCESS"
+    assert json.loads(report.read_text())["ppid"] != zygote
 
 
 def test_terminate_cancels_the_run(instance: dg.DagsterInstance, report: Path) -> None:
