@@ -65,6 +65,12 @@ telemetry:
 """
 
 
+# The local instance's run launcher (resources/run_launcher.py).
+RUN_LAUNCHER_YAML = (
+    "run_launcher:\n  module: resources.run_launcher\n  class: PrewarmedRunLauncher\n"
+)
+
+
 def instance_yaml_text(dagster_home: Path) -> str:
     """The local instance's dagster.yaml: INSTANCE_YAML; the event log that writes a
     range run's per-partition events in batches (resources/event_log.py), where Dagster's
@@ -72,15 +78,16 @@ def instance_yaml_text(dagster_home: Path) -> str:
     launcher that forks each run from a process with Dagster already imported
     (resources/run_launcher.py)."""
     runs = dagster_home.resolve() / "history" / "runs"
-    return INSTANCE_YAML + (
-        "event_log_storage:\n"
-        "  module: resources.event_log\n"
-        "  class: BatchedSqliteEventLogStorage\n"
-        "  config:\n"
-        f"    base_dir: {json.dumps(str(runs))}\n"
-        "run_launcher:\n"
-        "  module: resources.run_launcher\n"
-        "  class: PrewarmedRunLauncher\n"
+    return (
+        INSTANCE_YAML
+        + (
+            "event_log_storage:\n"
+            "  module: resources.event_log\n"
+            "  class: BatchedSqliteEventLogStorage\n"
+            "  config:\n"
+            f"    base_dir: {json.dumps(str(runs))}\n"
+        )
+        + RUN_LAUNCHER_YAML
     )
 
 

@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from resources.run_launcher import PID_TAG
+from scripts.demo import RUN_LAUNCHER_YAML
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -36,10 +37,7 @@ LOAD_TIMEOUT_S = 120
 BACKFILL_TIMEOUT_S = 150
 # make demo's run launcher (resources/run_launcher.py): the backfill's run is forked from
 # its zygote, under the real daemon.
-DAGSTER_YAML = (
-    "telemetry:\n  enabled: false\n"
-    "run_launcher:\n  module: resources.run_launcher\n  class: PrewarmedRunLauncher\n"
-)
+DAGSTER_YAML = "telemetry:\n  enabled: false\n" + RUN_LAUNCHER_YAML
 
 LOCATIONS = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""

@@ -39,11 +39,15 @@ def instance() -> Iterator[dg.DagsterInstance]:
         instance.run_launcher.dispose()
 
 
+def _new_run(instance: dg.DagsterInstance, job: dg.JobDefinition) -> str:
+    origin = dg.reconstructable(job).get_python_origin()
+    return instance.create_run_for_job(job_def=job, job_code_origin=origin).run_id
+
+
 def _launch(instance: dg.DagsterInstance, job: dg.JobDefinition) -> str:
-    recon = dg.reconstructable(job)
-    run = instance.create_run_for_job(job_def=job, job_code_origin=recon.get_python_origin())
-    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
-    return run.run_id
+    run_id = _new_run(instance, job)
+    instance.launch_run(run_id, workspace=None)  # type: ignore[arg-type]
+    return run_id
 
 
 def _wait_for(path: Path, timeout_s: float = 60) -> dict[str, Any]:
@@ -126,16 +130,14 @@ def test_a_preload_that_starts_threads_falls_back_to_the_default_launcher(
     # polars starts its thread pool at import: forking after it is unsafe, so no zygote.
     overrides = {"run_launcher": {**LAUNCHER, "config": {"preload": ["polars"]}}}
     with dg.instance_for_test(overrides=overrides) as instance:
-        job = launcher_jobs.report_job
-        recon = dg.reconstructable(job)
-        run = instance.create_run_for_job(job_def=job, job_code_origin=recon.get_python_origin())
+        run_id = _new_run(instance, launcher_jobs.report_job)
         # The default launcher needs the code server's workspace, which this test has not:
         # its own error shows the fallback was taken.
         with (
             caplog.at_level(logging.WARNING, logger="resources.run_launcher"),
             pytest.raises(Exception, match="requires a workspace"),
         ):
-            instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+            instance.launch_run(run_id, workspace=None)  # type: ignore[arg-type]
         assert "threads after preloading ['polars']" in caplog.text
         assert not report.exists()
 
