@@ -30,7 +30,8 @@ DEMO_HISTORY_DAYS = 740
 
 # The local Dagster instance: pools serialise what must not run concurrently (one apply
 # per object, DuckDB's single writer), one run per object and one CDC run per channel
-# group at a time (the next tick's run waits instead of contending for the writer),
+# group at a time (the next tick's run waits instead of contending for the writer), one
+# dbt build at a time (three due together would take 3 of the 4 run slots),
 # threaded sensors (one channel's drain never delays another's), a 1 s run dequeue
 # (default 5 s), the freshness daemon the stale-asset alert reads, retries on.
 INSTANCE_YAML = """\
@@ -48,6 +49,9 @@ concurrency:
       - key: sfdc/channel_group
         value:
           applyLimitPerUniqueValue: true
+        limit: 1
+      - key: sfdc/lane
+        value: dbt
         limit: 1
 sensors:
   use_threads: true

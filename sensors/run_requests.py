@@ -14,7 +14,9 @@ import dagster as dg
 
 from sfdc_assets.keys import (
     GROUP_TAG,
+    MICRO_BATCH_PRIORITY,
     OBJECTS_TAG,
+    PRIORITY_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
     REASON_TAG,
@@ -69,7 +71,12 @@ def requests_for(
                 asset_selection=[key for n in names for key in object_keys(n)],
                 asset_check_keys=[k for n in names for k in run_checks(n)],
                 run_config={"ops": ops},
-                tags={GROUP_TAG: group, OBJECTS_TAG: ",".join(names), SOURCE_TAG: source},
+                tags={
+                    GROUP_TAG: group,
+                    OBJECTS_TAG: ",".join(names),
+                    SOURCE_TAG: source,
+                    PRIORITY_TAG: MICRO_BATCH_PRIORITY,
+                },
             )
         )
     return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dagster as dg
 
 from sfdc_assets.dbt_assets import DBT_ASSETS_NAME, DbtBuildConfig
-from sfdc_assets.keys import SOURCE_TAG, asset_key
+from sfdc_assets.keys import DBT_LANE, LANE_TAG, SOURCE_TAG, asset_key
 from sfdc_assets.objects import SyncConfig, dbt_cron, load_config
 from sfdc_assets.partitions import daily_partitions
 
@@ -102,7 +102,7 @@ def domain_schedule(domain: str, minutes: int, sync: SyncConfig) -> dg.ScheduleD
         job_name(domain),
         selection=domain_selection(domain),
         description=f"dbt build of the {domain} models; tests read recent rows only.",
-        tags={SOURCE_TAG: tag},
+        tags={SOURCE_TAG: tag, LANE_TAG: DBT_LANE},
     )
 
     @dg.schedule(
@@ -137,7 +137,7 @@ def nightly_schedule(sync: SyncConfig) -> dg.ScheduleDefinition:
         job_name(NIGHTLY),
         selection=dg.AssetSelection.key_prefixes(*DBT_PREFIXES),
         description="dbt build of every model; every test reads every row.",
-        tags={SOURCE_TAG: source_tag(NIGHTLY)},
+        tags={SOURCE_TAG: source_tag(NIGHTLY), LANE_TAG: DBT_LANE},
     )
 
     @dg.schedule(

@@ -36,6 +36,14 @@ OBJECT_TAG = "sfdc/object"
 GROUP_TAG = "sfdc/channel_group"
 OBJECTS_TAG = "sfdc/objects"
 SOURCE_TAG = "sfdc/source"
+# dbt builds share one lane (dagster.yaml limits it to one run at a time locally: they
+# all write the one DuckDB file), so three builds due together never take every run slot
+# from the CDC runs.
+LANE_TAG = "sfdc/lane"
+DBT_LANE = "dbt"
+# Micro-batch runs (seconds, the freshness path) leave the queue before anything else.
+PRIORITY_TAG = "dagster/priority"
+MICRO_BATCH_PRIORITY = "10"
 REASON_TAG = "sfdc/reason"
 # Dagster's own tags of a run over a partition range.
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -22,6 +22,7 @@ from sfdc_assets.keys import (
     GROUP_TAG,
     LAYERS,
     OBJECTS_TAG,
+    PRIORITY_TAG,
     RAW_VALID,
     asset_key,
     run_checks,
@@ -85,6 +86,8 @@ def test_one_tick_on_one_day_is_one_run_with_every_object_and_its_batches() -> N
     assert request.tags[GROUP_TAG] == "revenue"
     assert request.tags[OBJECTS_TAG] == "Account,Opportunity"
     assert request.tags["sfdc/source"] == "cdc"
+    # Queued behind nothing: a micro-batch run leaves the run queue first.
+    assert int(request.tags[PRIORITY_TAG]) > 0
     assert request.run_key and request.run_key.startswith(f"cdc:revenue:{TODAY}:")
 
 

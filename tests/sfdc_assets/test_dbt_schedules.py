@@ -15,7 +15,7 @@ import pytest
 from sfdc_assets import dbt_schedules
 from sfdc_assets.dbt_assets import DBT_ASSETS_NAME, DbtBuildConfig, dbt_build_args
 from sfdc_assets.definitions import build_definitions
-from sfdc_assets.keys import SOURCE_TAG, asset_key
+from sfdc_assets.keys import DBT_LANE, LANE_TAG, SOURCE_TAG, asset_key
 from sfdc_assets.objects import SyncConfig, dbt_cron, load_config, parse_config
 
 pytestmark = pytest.mark.xdist_group("dbt")
@@ -102,6 +102,18 @@ def test_the_code_location_schedules_each_domain_and_drops_the_refresh_of_everyt
     names = {s.name for s in defs.schedules or []}
     assert {"dbt_revenue", "dbt_people", "dbt_activities", "dbt_nightly"} <= names
     assert "dbt_refresh" not in {s.name for s in defs.sensors or []}
+
+
+def test_every_dbt_build_runs_in_the_one_dbt_lane_the_local_instance_limits_to_one():
+    import yaml
+
+    from scripts.demo import INSTANCE_YAML
+
+    defs = build_definitions()
+    jobs = [s.job for s in defs.schedules or [] if s.name.startswith("dbt_")]
+    assert jobs and all(job.tags[LANE_TAG] == DBT_LANE for job in jobs)
+    limits = yaml.safe_load(INSTANCE_YAML)["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": LANE_TAG, "value": DBT_LANE, "limit": 1} in limits
 
 
 def test_each_domain_selects_its_dbt_models_and_every_model_has_a_domain():
