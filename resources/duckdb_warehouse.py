@@ -32,6 +32,7 @@ DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 # process (CDC applies, backfills, dbt), so a run waits for the file instead of failing;
 # a CDC apply holds it for about a second, a dbt build for ~10-30 s.
 DEFAULT_LOCK_TIMEOUT_S = 300.0
+LOCK_RETRY_MAX_S = 0.25
 # DuckDB's default memory limit is 80 % of RAM: a 1M-change batch grew the process to
 # 5-8 GB. Capped, large folds and joins spill to a temp file next to the database instead;
 # 3 GB keeps a 1M-row backfill batch in memory on the 24 GiB benchmark machine.
@@ -49,7 +50,9 @@ def connect_waiting(
     """`duckdb.connect(path)`, retried with jittered backoff while another process holds it."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_is_lock_conflict),
-        wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+        # Short, jittered tries: dbt-duckdb lets go of the file between models for
+        # moments only, and a waiter asleep for seconds missed them for a whole build.
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=LOCK_RETRY_MAX_S),
         stop=tenacity.stop_after_delay(timeout_s),
         reraise=True,
     )
