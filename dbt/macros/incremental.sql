@@ -180,7 +180,11 @@
     {%- if not execute -%}
         {{ return(subquery) }}
     {%- endif -%}
-    {%- set marked = '-- sfdc_sync inlined_keys: affected keys, read first\n' ~ query -%}
+    {#- At most limit + 2 distinct rows come back (one may be null): a catch-up build
+        after hours without one has ~10^5 keys, and reading them all into dbt's Python
+        (agate) only to fall back to the subquery took minutes and GBs per model. -#}
+    {%- set marked = '-- sfdc_sync inlined_keys: affected keys, read first\n'
+        ~ 'select distinct * from (' ~ query ~ ') as keys limit ' ~ (limit + 2) -%}
     {%- set keys = run_query(marked).columns[0].values() | reject('none') | unique | list -%}
     {%- if keys | length > limit -%}
         {{ return(subquery) }}
