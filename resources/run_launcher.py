@@ -46,7 +46,12 @@ import dagster as dg
 
 # The run launcher's plug-in interface (dagster.yaml `run_launcher`) is not exported at the
 # top level.
-from dagster._core.launcher import LaunchRunContext, RunLauncher  # noqa: TID251
+from dagster._core.launcher import (  # noqa: TID251
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ DEFAULT_PRELOAD = (
 )
 # The run tag with the run worker's pid (terminate signals it).
 PID_TAG = "sfdc/run_worker_pid"
+# `python -m` this module is a zygote, and so is each run it forks (fork does not exec).
+ZYGOTE_MODULE = "resources.run_launcher"
 START_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
 
@@ -96,7 +103,7 @@ class _Zygote:
 
     def __init__(self, executable: str, working_directory: str, preload: Sequence[str]) -> None:
         self.proc = subprocess.Popen(
-            [executable, "-m", "resources.run_launcher", working_directory, *preload],
+            [executable, "-m", ZYGOTE_MODULE, working_directory, *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -236,6 +243,23 @@ class PrewarmedRunLauncher(RunLauncher, ConfigurableClass):
             return False
         return True
 
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        """Run monitoring (dagster.yaml `run_monitoring`) may ask whether a worker lives."""
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        """Whether the run's forked worker still runs. A run whose worker is gone (the stack
+        was stopped or killed mid-run) stays STARTED for ever otherwise, and holds its
+        object's run slot: every later run of that object queues behind it. Told
+        NOT_FOUND, Dagster's monitoring daemon fails it (and run retries may rerun it)."""
+        pid = run.tags.get(PID_TAG)
+        if pid is None:  # launched the default way: not ours to judge
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not forked by this launcher")
+        if _forked_worker_alive(int(pid)):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"run worker process {pid} is gone")
+
     def dispose(self) -> None:
         """Stop the zygotes."""
         with self._lock:
@@ -243,6 +267,20 @@ class PrewarmedRunLauncher(RunLauncher, ConfigurableClass):
                 zygote.stop()
             self._zygotes.clear()
         self._fallback.dispose()
+
+
+def _forked_worker_alive(pid: int) -> bool:
+    """A live process forked from a zygote (same command line: fork does not exec), so a
+    pid the system has since given to another program does not count."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and ZYGOTE_MODULE in proc.cmdline()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # cannot tell: never fail a run on a guess
+        return True
 
 
 def _run_child(request: Mapping[str, Any]) -> int:

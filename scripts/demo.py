@@ -33,7 +33,9 @@ DEMO_HISTORY_DAYS = 740
 # group at a time (the next tick's run waits instead of contending for the writer), one
 # dbt build at a time (three due together would take 3 of the 4 run slots),
 # threaded sensors (one channel's drain never delays another's), a 1 s run dequeue
-# (default 5 s), the freshness daemon the stale-asset alert reads, retries on.
+# (default 5 s), the freshness daemon the stale-asset alert reads, retries on, and run
+# monitoring: a run whose worker died with the stack (stopped mid-run) is failed within
+# 30 s instead of holding its object's run slot for ever (resources/run_launcher.py).
 INSTANCE_YAML = """\
 concurrency:
   pools:
@@ -64,6 +66,9 @@ run_queue:
 run_retries:
   enabled: true
   max_retries: 2
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
 telemetry:
   enabled: false
 """

@@ -102,6 +102,31 @@ def test_terminate_cancels_the_run(instance: dg.DagsterInstance, report: Path) -
     assert run.status == dg.DagsterRunStatus.CANCELED
 
 
+def test_run_monitoring_sees_a_live_worker_and_a_vanished_one(
+    instance: dg.DagsterInstance, report: Path
+) -> None:
+    from dagster._core.launcher import WorkerStatus  # noqa: TID251
+
+    launcher = instance.run_launcher
+    assert launcher.supports_check_run_worker_health
+    run_id = _launch(instance, launcher_jobs.waiting_job)
+    _wait_for(report)
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    # The worker dies without a word (the stack stopped mid-run): the run stays STARTED,
+    # and only the health check can tell.
+    os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING:
+        assert time.monotonic() < deadline, "a killed worker still looks alive"
+        time.sleep(0.1)
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.NOT_FOUND
+    # A pid the system gave to another program is not the run's worker either.
+    other = run.with_tags({**run.tags, PID_TAG: str(os.getpid())})
+    assert launcher.check_run_worker_health(other).status == WorkerStatus.NOT_FOUND
+
+
 def test_a_changed_preloaded_module_starts_a_new_zygote(
     tmp_path: Path, report: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,3 +175,6 @@ def test_the_local_instance_launches_runs_with_it(tmp_path: Path) -> None:
     (home / "dagster.yaml").write_text(instance_yaml_text(home))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.run_launcher, PrewarmedRunLauncher)
+        # ...and its monitoring daemon fails a run whose worker is gone.
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_resume_run_attempts == 0
