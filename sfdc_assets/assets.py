@@ -172,11 +172,12 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
                 schema.spec.calculated_fields,
             )
             ensure_lookup_fields(warehouse, schema.spec, obj.lookup_fields, plan)
-            if plan.read is not None and warehouse.dialect == "duckdb":
-                # A Bulk read waits on Salesforce for tens of seconds: let go of the DuckDB
+            if (plan.read or plan.reconcile) and warehouse.dialect == "duckdb":
+                # A Bulk read or a reconciliation's listing waits on Salesforce for tens of
+                # seconds (minutes: a full listing of 10M Tasks): let go of the DuckDB
                 # file's single-writer lock meanwhile (reopened on next use), or every CDC
-                # run's steps wait for this poll (issue 11, docs/performance.md). A
-                # Snowflake session locks nothing and is kept.
+                # run's steps wait for it (issue 11, docs/performance.md). A Snowflake
+                # session locks nothing and is kept.
                 warehouse.close()
             work = land_raw(plan, client, landing, warehouse, schema, context.run.run_id)
             writer = RawWriter(

@@ -34,15 +34,22 @@ def _bulk_job_waiting(platform: Platform) -> bool:
     return not platform.store.faults.snapshot()["slow"]["bulk"]
 
 
+@pytest.mark.parametrize(
+    "raw_config",
+    [{}, {"reconcile": "full"}],
+    ids=["bulk-read-of-a-day", "full-reconciliation-listing"],
+)
 def test_another_process_can_write_the_file_while_a_bulk_read_waits(
-    platform: Platform,
+    platform: Platform, raw_config: dict[str, Any]
 ) -> None:
     path = str(platform.tmp / "warehouse.duckdb")
     today = dt.datetime.now(dt.UTC).date().isoformat()
     platform.store.faults.slow("bulk", SLOW_BULK_S)
     outcome: dict[str, Any] = {}
     run = threading.Thread(
-        target=lambda: outcome.update(result=platform.materialize(["Task"], partition_key=today))
+        target=lambda: outcome.update(
+            result=platform.materialize(["Task"], partition_key=today, raw_config=raw_config)
+        )
     )
     run.start()
     try:
