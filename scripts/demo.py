@@ -28,8 +28,9 @@ HANDSHAKE_TIMEOUT_S = 300
 # The emulator generates ~730 days of history (sfdc_emulator.generator.HISTORY_DAYS).
 DEMO_HISTORY_DAYS = 740
 
-# The local Dagster instance: pools serialise what must not run concurrently (one apply
-# per object, DuckDB's single writer), one run per object and one CDC run per channel
+# The local Dagster instance: pools serialise what must not run concurrently (one raw
+# step and one apply per object), one run per object and two Salesforce-reading runs
+# (tagged sfdc/object) at a time, one CDC run per channel
 # group at a time (the next tick's run waits instead of contending for the writer), one
 # dbt build at a time (three due together would take 3 of the 4 run slots),
 # threaded sensors (one channel's drain never delays another's), a 1 s run dequeue
@@ -48,6 +49,8 @@ concurrency:
         value:
           applyLimitPerUniqueValue: true
         limit: 1
+      - key: sfdc/object
+        limit: 2
       - key: sfdc/channel_group
         value:
           applyLimitPerUniqueValue: true

@@ -40,10 +40,10 @@ from sfdc_assets.keys import (
     CURRENT_ID_UNIQUE,
     RAW_VALID,
     RECONCILED,
-    SALESFORCE_POOL,
     apply_pool,
     asset_key,
     current_scd2_op_name,
+    raw_pool,
     reconciled_check,
 )
 from sfdc_assets.objects import (
@@ -136,7 +136,7 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
         kinds={"salesforce", warehouse_kind(), "parquet"},
         partitions_def=daily_partitions(settings.partitions_start),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=SALESFORCE_POOL,
+        pool=raw_pool(obj),
         retry_policy=RETRY,
         metadata=_catalog_metadata(obj),
         tags={"domain": obj.group},

@@ -27,7 +27,8 @@ RECONCILE = "live_count_matches_salesforce"
 # The check a reconciliation run evaluates after its repairs (sfdc_assets/reconcile.py).
 RECONCILED = "reconciled_with_salesforce"
 
-# Every run that calls Salesforce takes a slot of this pool (dagster.yaml sizes it).
+# The reconciliation's live-count check (an API call per object) takes a slot of this pool
+# (dagster.yaml sizes it); raw steps have a pool per object (`raw_pool`).
 SALESFORCE_POOL = "salesforce_api"
 
 # Run tags. The object tag limits runs per object (dagster.yaml run queue); CDC runs carry
@@ -73,6 +74,20 @@ def raw_op_name(obj: SObjectConfig | str) -> str:
 def current_scd2_op_name(obj: SObjectConfig | str) -> str:
     """The name of the op that writes current and scd2 together."""
     return f"{key_name(obj)}_current_scd2"
+
+
+def raw_pool(obj: SObjectConfig | str) -> str:
+    """The pool that serializes one object's raw steps (one raw writer per object).
+
+    Per object, not one Salesforce pool for all: a full reconciliation of Task (a Bulk
+    listing of 10M ids) held the one `salesforce_api` slot for 7 min at production shape,
+    and no CDC run of the revenue objects could even leave the run queue meanwhile
+    (Dagster does not dequeue a run whose every first step's pool is full). How many
+    runs read Salesforce at once is bounded at run level instead: dagster.yaml limits
+    runs tagged `sfdc/object` (every Bulk-reading run: bootstrap, poll, re-backfill,
+    reconciliation) to 2 at a time; CDC micro-batch runs make a few REST calls at most.
+    """
+    return f"sfdc_raw_{key_name(obj)}"
 
 
 def apply_pool(obj: SObjectConfig | str) -> str:

@@ -52,3 +52,26 @@ def test_the_daemon_can_build_a_job_from_each_run_request_s_checks() -> None:
         for checks in (keys.run_checks(name), keys.reconcile_run_checks(name)):
             subset = job.get_subset(asset_selection=assets, asset_check_selection=set(checks))
             assert subset.asset_layer.asset_graph.get_all_asset_keys() >= assets
+
+
+def _raw_pool(name: str) -> str | None:
+    raw, *_ = _built(name)
+    assert raw.op.name == keys.raw_op_name(name)
+    return raw.op.pool
+
+
+def test_raw_steps_queue_per_object_so_one_object_s_long_read_blocks_no_other() -> None:
+    import yaml
+
+    from scripts.demo import INSTANCE_YAML
+
+    # A full Task reconciliation (minutes of Bulk listing) must not hold the slot an
+    # Opportunity CDC run's raw step needs: Dagster keeps a run queued while every first
+    # step's pool is full.
+    pools = {name: _raw_pool(name) for name in ("Task", "Opportunity", "Account")}
+    assert pools["Task"] == keys.raw_pool("Task")
+    assert len(set(pools.values())) == len(pools)
+    # Salesforce-reading runs (they carry the object tag) are bounded at run level instead:
+    limits = yaml.safe_load(INSTANCE_YAML)["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": keys.OBJECT_TAG, "limit": 2} in limits
+    assert keys.OBJECT_TAG in keys.run_tags("Task")
