@@ -30,7 +30,7 @@ INDEX_SCAN_MAX_COUNT = 200_000
 DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 # DuckDB lets one process at a time open a file for writing. Locally every Dagster run is a
 # process (CDC applies, backfills, dbt), so a run waits for the file instead of failing;
-# a CDC apply holds it for about a second, a dbt build for ~10-30 s.
+# a CDC apply holds it for about a second, a dbt model for seconds to minutes.
 DEFAULT_LOCK_TIMEOUT_S = 300.0
 LOCK_RETRY_MAX_S = 0.25
 # DuckDB's default memory limit is 80 % of RAM: a 1M-change batch grew the process to

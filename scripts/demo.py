@@ -29,14 +29,14 @@ HANDSHAKE_TIMEOUT_S = 300
 DEMO_HISTORY_DAYS = 740
 
 # The local Dagster instance: pools serialise what must not run concurrently (one raw
-# step and one apply per object), one run per object and two Salesforce-reading runs
-# (tagged sfdc/object) at a time, one CDC run per channel
-# group at a time (the next tick's run waits instead of contending for the writer), one
-# dbt build at a time (three due together would take 3 of the 4 run slots),
-# threaded sensors (one channel's drain never delays another's), a 1 s run dequeue
-# (default 5 s), the freshness daemon the stale-asset alert reads, retries on, and run
-# monitoring: a run whose worker died with the stack (stopped mid-run) is failed within
-# 30 s instead of holding its object's run slot for ever (resources/run_launcher.py).
+# step and one apply per object); one run per object and two Salesforce-reading runs
+# (tagged sfdc/object) at a time; one CDC run per channel group at a time (the next
+# tick's run waits instead of contending for the writer); one dbt build at a time (three
+# due together would take 3 of the 4 run slots); threaded sensors (one channel's drain
+# never delays another's); a 1 s run dequeue (default 5 s); the freshness daemon the
+# stale-asset alert reads; retries; and run monitoring: a run whose worker died with the
+# stack (stopped mid-run) is failed within 30 s instead of holding its object's run slot
+# for ever (resources/run_launcher.py).
 INSTANCE_YAML = """\
 concurrency:
   pools:
