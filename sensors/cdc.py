@@ -51,13 +51,13 @@ from sfdc_assets.resources import LandingResource
 # recovered are older than the reader's lag window.
 REBACKFILL_SETTLE_S = 5
 EXPIRED = "replay-id-expired"
+OVERFLOW = "overflow"
 # Dagster's sensor daemon looks at its sensors every 5 s (MIN_INTERVAL_LOOP_TIME) and
 # starts a tick when at least `minimum_interval_seconds` have passed since the previous
 # tick started. That tick started a few milliseconds into its loop, so an interval of
 # exactly 5 s is a few milliseconds short at the next look and waits a whole extra loop:
 # measured at production shape, `interval_seconds: 5` ticked every 10.0 s.
 TICK_SLACK_S = 1
-OVERFLOW = "overflow"
 
 
 def tick_interval(interval_seconds: int) -> int:
