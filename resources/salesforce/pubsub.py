@@ -5,15 +5,13 @@ explicitly: no stored id and no policy is an error, because guessing either lose
 re-reads three days of events), requests events with Salesforce's pull flow control
 (``num_requested`` is additive, 100 outstanding at most), decodes each event with the
 schema cached by schema id, explodes it into one change row per record id, and stops after
-``max_events`` events, ``max_seconds`` seconds, once it has received an event committed
-after the drain began (caught up: the backlog is in, newer events are the next drain's),
-or once the stream has been quiet for ``idle_s``. Transient failures (UNAVAILABLE, token
-expiry) resubscribe from the last processed replay id, so a drain delivers each event
-once; a redelivery across drains is deduplicated downstream by change id. An expired or
-unknown replay id raises :class:`ReplayIdExpiredError`. A budget refusal (this run's CDC
-share, the org's floor, or Salesforce's own ``subscription.limit.exceeded``) does not
-raise: the drain returns what it received, ``stopped_by`` set, so the caller lands it and
-resumes after it.
+``max_events`` events, ``max_seconds`` seconds, or once the stream has been quiet for
+``idle_s`` (caught up). Transient failures (UNAVAILABLE, token expiry) resubscribe from the
+last processed replay id, so a drain delivers each event once; a redelivery across drains
+is deduplicated downstream by change id. An expired or unknown replay id raises
+:class:`ReplayIdExpiredError`. A budget refusal (this run's CDC share, the org's floor, or
+Salesforce's own ``subscription.limit.exceeded``) does not raise: the drain returns what
+it received, ``stopped_by`` set, so the caller lands it and resumes after it.
 
 The message classes come from the repository's compiled ``pubsub_api.proto``
 (``resources.salesforce.pubsub_api``, which the emulator's server imports too): protobuf
@@ -93,9 +91,6 @@ class DrainResult:
     # Set when the budget or the org's delivery allocation stopped the drain early: what
     # was drained before it is still here, and ``replay_id`` is the last of it.
     stopped_by: BudgetExhaustedError | None = field(default=None, repr=False)
-    # The newest commit timestamp (ms) received, and whether it reached the drain's start.
-    newest_commit_ms: int = 0
-    caught_up: bool = False
 
     @property
     def cut_short(self) -> bool:
@@ -269,18 +264,12 @@ class PubSubSubscriber:
         result = DrainResult(topic, replay_id=replay_id)
         started = time.monotonic()
         deadline = started + max_seconds
-        # Caught up once an event committed after this moment arrives. Under a steady
-        # trickle of events the stream is never quiet for ``idle_s``, and the drain would
-        # run its full ``max_seconds`` every tick. A Salesforce clock ahead of ours stops
-        # a drain early, one behind stops it by ``idle_s``: either way nothing is skipped,
-        # the next drain resumes from the replay id.
-        since_ms = int(time.time() * 1000)
         auth_retried = False
 
         def once() -> None:
             nonlocal auth_retried
             try:
-                self._subscribe_once(topic, policy, result, max_events, deadline, since_ms)
+                self._subscribe_once(topic, policy, result, max_events, deadline)
             except _AuthExpired:
                 if auth_retried:
                     raise PubSubError(f"Subscribe {topic}: authentication failed twice") from None
@@ -309,7 +298,6 @@ class PubSubSubscriber:
         result: DrainResult,
         max_events: int,
         deadline: float,
-        since_ms: int,
     ) -> None:
         import grpc
 
@@ -385,9 +373,6 @@ class PubSubSubscriber:
                 got_any = True
                 for ev in item.events:
                     self._process(ev, result)
-                if result.newest_commit_ms >= since_ms:
-                    result.caught_up = True
-                    return
                 outstanding = item.pending_num_requested
                 if not item.events and item.latest_replay_id:
                     # Keepalive: nothing of ours is pending before this id.
@@ -426,7 +411,6 @@ class PubSubSubscriber:
         result.rows.extend(rows)
         result.events += 1
         result.replay_id = event.replay_id
-        result.newest_commit_ms = max(result.newest_commit_ms, event.commit_ts)
         entity = event.entity
         if event.change_type == OVERFLOW or any(r.endswith("*") for r in event.record_ids):
             prev = result.overflows.get(entity)
