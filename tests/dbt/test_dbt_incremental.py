@@ -42,9 +42,9 @@ INCREMENTAL_MARTS = (
 )
 ALL_MARTS = (*INCREMENTAL_MARTS, "commission_preview")
 NO_LOOKBACK = ["--vars", "{incremental_lookback_minutes: 0}"]
-# The second incremental build reads its affected keys through the subquery, not inlined
+# The second incremental build reads its affected keys from temporary tables, not inlined
 # literals (macros/incremental.sql inlined_keys, over its limit): both paths are compared.
-NO_LOOKBACK_KEYS_AS_SUBQUERY = [
+NO_LOOKBACK_KEYS_IN_TABLES = [
     "--vars",
     "{incremental_lookback_minutes: 0, incremental_inline_keys_max: 0}",
 ]
@@ -266,7 +266,7 @@ def _build(tmp_path_factory) -> dict:
         )
     until_ended = ends_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)
     time.sleep(max(0.0, until_ended.total_seconds() + 1))
-    _ok(run_dbt(["build", *NO_LOOKBACK_KEYS_AS_SUBQUERY], path, base / "inc2"))
+    _ok(run_dbt(["build", *NO_LOOKBACK_KEYS_IN_TABLES], path, base / "inc2"))
     incremental = {name: _mart(path, name) for name in ALL_MARTS}
     rebuilt = {name: _rebuilt(path, name) for name in INCREMENTAL_MARTS}
     future_after = _last_event_date(path, to_account["Id"])
