@@ -67,6 +67,7 @@ from sfdc_assets.raw import (
     replay_range,
 )
 from sfdc_assets.resources import LANDING, SALESFORCE, WAREHOUSE, warehouse_kind
+from sync_engine.warehouse import let_go
 
 # Transient failures (HTTP 503, gRPC UNAVAILABLE, a DuckDB file lock held too long) are
 # retried inside the clients first; this covers what escapes them: ~10 s, 20 s, 40 s.
@@ -172,13 +173,12 @@ def raw_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsDefinition
                 schema.spec.calculated_fields,
             )
             ensure_lookup_fields(warehouse, schema.spec, obj.lookup_fields, plan)
-            if (plan.read or plan.reconcile) and warehouse.dialect == "duckdb":
+            if plan.read or plan.reconcile:
                 # A Bulk read or a reconciliation's listing waits on Salesforce for tens of
                 # seconds (minutes: a full listing of 10M Tasks): let go of the DuckDB
-                # file's single-writer lock meanwhile (reopened on next use), or every CDC
-                # run's steps wait for it (issue 11, docs/performance.md). A Snowflake
-                # session locks nothing and is kept.
-                warehouse.close()
+                # file meanwhile, or every CDC run's steps wait for it (issue 11,
+                # docs/performance.md).
+                let_go(warehouse)
             work = land_raw(plan, client, landing, warehouse, schema, context.run.run_id)
             writer = RawWriter(
                 obj.name,

@@ -343,6 +343,7 @@ def _land_rereads(
 ) -> list[Manifest]:
     from resources.salesforce.to_changes import reread_by_id
     from sync_engine import drift
+    from sync_engine.warehouse import let_go
 
     window = drift.Window(
         plan.start.replace(tzinfo=None) if plan.start else None,
@@ -350,6 +351,9 @@ def _land_rereads(
     )
     found = drift.find_drift(warehouse, spec, window, report.compared)
     report.stale, report.missing = len(found.stale), len(found.missing)
+    # getDeleted and the re-reads wait on Salesforce (minutes of REST calls after a full
+    # listing of 10M Tasks found thousands missing): not while holding the DuckDB file.
+    let_go(warehouse)
     deleted, report.deleted_log_complete = _getdeleted(client, plan)
     if not report.deleted_log_complete and plan.kind == "recent":
         landing.write_checkpoint(
@@ -365,6 +369,7 @@ def _land_rereads(
     )
     if not todo:
         return []
+    let_go(warehouse)
     result = reread_by_id(
         client,
         landing,

@@ -147,6 +147,17 @@ class Warehouse(Protocol):
         ...
 
 
+def let_go(warehouse: Warehouse) -> None:
+    """Before a wait on Salesforce: close a DuckDB connection, keep any other.
+
+    A DuckDB file has one writer process, so a run that keeps its connection through a
+    Bulk read or a batch of REST re-reads makes every other run's steps wait (issue 11);
+    the warehouse reopens on its next statement. A Snowflake session locks nothing.
+    """
+    if warehouse.dialect == "duckdb":
+        warehouse.close()
+
+
 def quote(warehouse: Warehouse, name: str) -> str:
     """Quote `name` for `warehouse`'s dialect."""
     return quote_identifier(name, warehouse.dialect)

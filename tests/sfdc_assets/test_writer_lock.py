@@ -1,4 +1,5 @@
-"""A Bulk read does not hold the DuckDB file's single-writer lock while Salesforce works.
+"""A Bulk read or a reconciliation does not hold the DuckDB file's single-writer lock while
+Salesforce works.
 
 Locally every Dagster run is a process and DuckDB lets one process at a time open the file
 for writing: a poll that held it through its Bulk read (tens of seconds at production
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,3 +73,75 @@ def test_another_process_can_write_the_file_while_a_bulk_read_waits(
     assert outcome["result"].success
     rows = platform.warehouse().query('SELECT count(*) FROM "sfdc_raw"."task"')
     assert rows[0][0] > 0
+
+
+SLOW_REST_S = 3.0
+PROBE_FOR_S = 2.5
+# Tries to open the file for writing every 50 ms for PROBE_FOR_S; exit 0 once it could.
+PROBE = """
+import sys, time, duckdb
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        duckdb.connect(sys.argv[1]).close()
+        sys.exit(0)
+    except duckdb.IOException:
+        time.sleep(0.05)
+sys.exit(1)
+"""
+
+
+def _listing_manifests(platform: Platform) -> set[Path]:
+    return set((platform.tmp / "landing" / "_manifests" / "backfill" / "Task").rglob("*.json"))
+
+
+def test_another_process_can_write_the_file_while_a_reconciliation_rereads(
+    platform: Platform,
+) -> None:
+    """After its listing, a full reconciliation re-reads what it found missing by REST (at
+    production shape: thousands of ids, minutes of calls). It compares with the file open,
+    then lets go of it for getDeleted and the re-reads."""
+    path = str(platform.tmp / "warehouse.duckdb")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    first = platform.materialize(["Task"], partition_key=today)
+    assert first.success
+    wh = platform.warehouse()
+    try:  # one Task missing from current: the comparison finds it, the run re-reads it
+        (gone,) = wh.query('SELECT id FROM "sfdc"."task" WHERE NOT "is_deleted" LIMIT 1')[0]
+        wh.execute('DELETE FROM "sfdc"."task" WHERE id = ?', [gone])
+    finally:
+        wh.close()
+    before = _listing_manifests(platform)
+    outcome: dict[str, Any] = {}
+    run = threading.Thread(
+        target=lambda: outcome.update(
+            result=platform.materialize(
+                ["Task"], partition_key=today, raw_config={"reconcile": "full"}
+            )
+        )
+    )
+    run.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _listing_manifests(platform) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _listing_manifests(platform) != before, "the run never finished its listing"
+        # The listing is landed; the next Salesforce calls are getDeleted and the re-read.
+        platform.store.faults.slow("rest", SLOW_REST_S, count=2)
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE, path, str(PROBE_FOR_S)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert probe.returncode == 0, f"the file stayed locked: {probe.stderr[-500:]}"
+    finally:
+        run.join(timeout=120)
+    assert outcome["result"].success
+    assert not platform.store.faults.snapshot()["slow"]["rest"], "no REST call was slowed"
+    wh = platform.warehouse()
+    try:
+        (back,) = wh.query('SELECT count(*) FROM "sfdc"."task" WHERE id = ?', [gone])[0]
+    finally:
+        wh.close()
+    assert back == 1, "the reconciliation did not re-read the missing Task"
