@@ -213,8 +213,9 @@
     nest (fct_account_activity's keys are read through the keys of the keys before), so
     as subqueries each level re-ran every level below it once per use: the hourly
     activities build at production shape spent 33 s on its key queries and 52 s on the
-    model (90 s in all; 38 s with keys tables), holding the one DuckDB writer (docs/dbt.md "Keys inlined"). The name is the
-    model's and the query's hash, so a rerun in the session replaces it.
+    model (90 s in all; 38 s with keys tables), holding the one DuckDB writer
+    (docs/dbt.md "Keys inlined"). The name is the model's and the query's hash, so a
+    rerun in the session replaces it.
 #}
 {% macro keys_table(query) -%}
     {%- set relation = api.Relation.create(
