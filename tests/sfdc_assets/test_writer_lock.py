@@ -8,7 +8,6 @@ shape) made every CDC run's steps wait behind it (issue 11).
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 import threading
@@ -32,6 +31,23 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     yield from start_platform(tmp_path_factory.mktemp("writer_lock"))
 
 
+def _touch_tasks(platform: Platform, ids: list[str] | None = None, subject: str = "touched") -> str:
+    """Update a few Tasks (`ids`, default the first five live ones) now in Salesforce and
+    return today's partition key (emulator time).
+
+    The tiny org holds ~60 Tasks over two years: in the first hours of a UTC day its
+    window is usually empty, and an empty window plans no Bulk job at all. The wait: a
+    run that has no server time yet reads up to its local clock less 1 s, whole seconds."""
+    from sfdc_emulator.store import Mutation
+
+    if ids is None:
+        tasks = platform.store.truth("Task").to_pylist()
+        ids = [t["Id"] for t in tasks if not t["IsDeleted"]][:5]
+    platform.store.commit([Mutation("update", "Task", rid, {"Subject": subject}) for rid in ids])
+    time.sleep(2.1)
+    return platform.store.clock.now().date().isoformat()
+
+
 def _bulk_job_waiting(platform: Platform) -> bool:
     return not platform.store.faults.snapshot()["slow"]["bulk"]
 
@@ -45,7 +61,7 @@ def test_another_process_can_write_the_file_while_a_bulk_read_waits(
     platform: Platform, raw_config: dict[str, Any]
 ) -> None:
     path = str(platform.tmp / "warehouse.duckdb")
-    today = dt.datetime.now(dt.UTC).date().isoformat()
+    today = _touch_tasks(platform)
     platform.store.faults.slow("bulk", SLOW_BULK_S)
     outcome: dict[str, Any] = {}
     run = threading.Thread(
@@ -98,19 +114,20 @@ def _listing_manifests(platform: Platform) -> set[Path]:
 def test_another_process_can_write_the_file_while_a_reconciliation_rereads(
     platform: Platform,
 ) -> None:
-    """After its listing, a full reconciliation re-reads what it found missing by REST (at
+    """After its listing, a full reconciliation re-reads what it found differing by REST (at
     production shape: thousands of ids, minutes of calls). It compares with the file open,
     then lets go of it for getDeleted and the re-reads."""
     path = str(platform.tmp / "warehouse.duckdb")
-    today = dt.datetime.now(dt.UTC).date().isoformat()
+    today = _touch_tasks(platform)
     first = platform.materialize(["Task"], partition_key=today)
     assert first.success
     wh = platform.warehouse()
-    try:  # one Task missing from current: the comparison finds it, the run re-reads it
-        (gone,) = wh.query('SELECT id FROM "sfdc"."task" WHERE NOT "is_deleted" LIMIT 1')[0]
-        wh.execute('DELETE FROM "sfdc"."task" WHERE id = ?', [gone])
+    try:
+        (missed,) = wh.query('SELECT id FROM "sfdc"."task" WHERE NOT "is_deleted" LIMIT 1')[0]
     finally:
         wh.close()
+    # A change the sync has not read: the listing's newer SystemModstamp marks it stale.
+    _touch_tasks(platform, [missed], subject="missed by the sync")
     before = _listing_manifests(platform)
     outcome: dict[str, Any] = {}
     run = threading.Thread(
@@ -141,7 +158,7 @@ def test_another_process_can_write_the_file_while_a_reconciliation_rereads(
     assert not platform.store.faults.snapshot()["slow"]["rest"], "no REST call was slowed"
     wh = platform.warehouse()
     try:
-        (back,) = wh.query('SELECT count(*) FROM "sfdc"."task" WHERE id = ?', [gone])[0]
+        (subject,) = wh.query('SELECT subject FROM "sfdc"."task" WHERE id = ?', [missed])[0]
     finally:
         wh.close()
-    assert back == 1, "the reconciliation did not re-read the missing Task"
+    assert subject == "missed by the sync", "the reconciliation did not re-read the Task"
