@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency bench-scale-statements bench-scale clean
+.PHONY: help setup lint typecheck test test-fast demo proto bench-backfill bench-engine bench-emulator bench-extraction bench-latency bench-dbt-overhead bench-scale-statements bench-scale clean
 
 help:
 	@echo "make demo    set up the environment and run the platform on local defaults"
@@ -57,6 +57,9 @@ bench-latency: setup
 
 bench-engine: setup
 	$(PY) -m bench.engine
+
+bench-dbt-overhead: setup
+	$(PY) -m bench.dbt_overhead
 
 # Rows scanned per recurring statement at 1M vs 10M rows (~5 min), then the statements
 # per run on the Snowflake path through fakesnow, then the statements per dbt refresh (dbt-snowflake
