@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from sync_engine import statements as st
 from sync_engine.changes import conform_batch
 from sync_engine.dialect import SqlDialect, dialect_of
+from sync_engine.in_flight import in_flight
 from sync_engine.spec import IS_DELETED_COLUMN, IS_DELETED_FIELD, ObjectSpec
 from sync_engine.warehouse import SchemaNames, Warehouse
 
@@ -577,15 +578,22 @@ def apply_batch(
     object): the reads before the write transaction assume no concurrent writer.
     `read_id` is `append_raw`'s.
     """
-    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     prepared = _prepare(spec, batch, batch_id)
     result = ApplyResult(batch_id=prepared.batch_id)
     read = (read_id, batch_id)
-    for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS) if prepared.rows else ():
-        part = _apply_chunk(warehouse, spec, chunk, chunk_id, unique, now, read)
-        _checkpoint_if_big(warehouse, part.raw_inserted + part.history_rows + part.records)
-        for name in _COUNTS:
-            setattr(result, name, getattr(result, name) + getattr(part, name))
+    written = 0  # by the last chunk: checkpointed after the in-flight row is gone
+    if prepared.rows:
+        # In flight from before the stamp to the last commit: dbt builds bound their next
+        # read by it (sync_engine/in_flight.py).
+        with in_flight(warehouse, spec.name) as stamp:
+            now = now if now is not None else stamp  # a caller's own stamp (tests) wins
+            for chunk_id, chunk, unique in _chunks(prepared, CHUNK_ROWS):
+                _checkpoint_if_big(warehouse, written)
+                part = _apply_chunk(warehouse, spec, chunk, chunk_id, unique, now, read)
+                written = part.raw_inserted + part.history_rows + part.records
+                for name in _COUNTS:
+                    setattr(result, name, getattr(result, name) + getattr(part, name))
+    _checkpoint_if_big(warehouse, written)
     if result.records:
         log.info("%s batch %s applied: %s", spec.name, result.batch_id, result.as_dict())
     else:

@@ -19,6 +19,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sync_engine import in_flight
 from sync_engine import statements as st
 from sync_engine.dialect import dialect_of
 from sync_engine.spec import FieldSpec, ObjectSpec
@@ -113,6 +114,7 @@ def ensure_tables(warehouse: Warehouse, spec: ObjectSpec) -> None:
     warehouse.ensure_schemas()
     warehouse.execute(st.create_schema_registry(d, s))
     warehouse.execute(st.create_load_log(d, s))
+    in_flight.ensure(warehouse)
     warehouse.execute(st.create_raw(d, spec, s))
     _ensure_raw_appends(warehouse, spec)
     warehouse.execute(st.create_current(d, spec, s))

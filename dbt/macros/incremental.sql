@@ -5,12 +5,11 @@
 
     incremental_since()
         On an incremental run: a timestamp literal, the newest `built_at` in the model's
-        own table (when it last rebuilt a row) minus var incremental_lookback_minutes.
-        Source rows the engine wrote (`_synced_at`) at or after it are the changes to
-        apply. The engine stamps a batch with the time its apply started and commits over
-        the apply, so a row can become visible after a build that started later than its
-        stamp; the lookback covers that and clock skew between the engine and the
-        warehouse (it must exceed the longest apply).
+        own table less var incremental_clock_skew_minutes. Source rows the engine wrote
+        (`_synced_at`) at or after it are the changes to apply. `built_at` is not simply
+        when the build ran (build_stamp below): an apply stamps its rows when it starts and
+        commits later, so it is never later than the oldest apply in flight. The skew
+        margin covers the engine's clock (the stamps) against the warehouse's (built_at).
         The value is read first and inlined as a literal, so Snowflake prunes
         micro-partitions on it (a scalar subquery is not pruned before the scan).
         On a full build (or an empty table): the earliest timestamp, i.e. everything.
@@ -29,13 +28,45 @@
         {%- set newest = run_query('select max(built_at) from ' ~ this) -%}
         {%- set newest = newest.columns[0].values()[0] -%}
         {%- if newest is not none -%}
-            {%- set lookback = var('incremental_lookback_minutes') | int -%}
-            {%- set since = newest - modules.datetime.timedelta(minutes=lookback) -%}
+            {%- set skew = var('incremental_clock_skew_minutes') | int -%}
+            {%- set since = newest - modules.datetime.timedelta(minutes=skew) -%}
         {%- endif -%}
     {%- endif -%}
     {{ return(since) }}
 {%- endmacro %}
 
+
+{#
+    build_stamp(): the `built_at` literal of the rows a build writes. The earlier of the
+    warehouse's clock (read first) and the oldest apply in flight in
+    sfdc_meta.apply_in_flight (sync_engine/in_flight.py: an apply commits its row there
+    before it takes the stamp it writes, and deletes it after its last commit), so the
+    next build, reading from the newest built_at, sees every write this one could not.
+    Rows older than var incremental_lookback_minutes are a killed apply's and ignored.
+    Without that table (an engine from before it): the clock less the lookback, the old
+    fixed bound. At parse: the clock expression.
+#}
+{% macro build_stamp() -%}
+    {%- if not execute -%}
+        {{ return(sfdc_sync.utc_now()) }}
+    {%- endif -%}
+    {%- set now = run_query('select ' ~ sfdc_sync.utc_now()).columns[0].values()[0] -%}
+    {%- set lookback = var('incremental_lookback_minutes') | int -%}
+    {%- set oldest_alive = now - modules.datetime.timedelta(minutes=lookback) -%}
+    {%- set markers = adapter.get_relation(
+        database=this.database, schema=var('sfdc_meta_schema'),
+        identifier='apply_in_flight') -%}
+    {%- if markers is none -%}
+        {%- set stamp = oldest_alive -%}
+    {%- else -%}
+        {%- set oldest = run_query(
+            'select min(started_at) from ' ~ markers ~ ' where started_at >= '
+            ~ sfdc_sync.timestamp_literal(oldest_alive.strftime('%Y-%m-%d %H:%M:%S.%f'))
+        ).columns[0].values()[0] -%}
+        {%- set stamp = oldest if oldest is not none and oldest < now else now -%}
+    {%- endif -%}
+    {{ return(sfdc_sync.timestamp_literal(stamp.strftime('%Y-%m-%d %H:%M:%S.%f'))) }}
+{%- endmacro %}
 
 {#
     A filter on an hour-bucket column (`column`, timestamps truncated to the hour, naive

@@ -41,12 +41,13 @@ INCREMENTAL_MARTS = (
     "fct_pipeline",
 )
 ALL_MARTS = (*INCREMENTAL_MARTS, "commission_preview")
-NO_LOOKBACK = ["--vars", "{incremental_lookback_minutes: 0}"]
+NO_LOOKBACK = ["--vars", "{incremental_lookback_minutes: 0, incremental_clock_skew_minutes: 0}"]
 # The second incremental build reads its affected keys from temporary tables, not inlined
 # literals (macros/incremental.sql inlined_keys, over its limit): both paths are compared.
 NO_LOOKBACK_KEYS_IN_TABLES = [
     "--vars",
-    "{incremental_lookback_minutes: 0, incremental_inline_keys_max: 0}",
+    "{incremental_lookback_minutes: 0, incremental_clock_skew_minutes: 0, "
+    "incremental_inline_keys_max: 0}",
 ]
 CHANGED_AT = ANCHOR + dt.timedelta(minutes=30)
 LATER_AT = ANCHOR + dt.timedelta(minutes=60)

@@ -130,7 +130,7 @@ final as (
         opportunity_summary.last_won_date,
         accounts.created_date,
         accounts.synced_at,
-        {{ sfdc_sync.utc_now() }} as built_at
+        {{ sfdc_sync.build_stamp() }} as built_at
 
     from accounts
     left join users on accounts.owner_id = users.user_id

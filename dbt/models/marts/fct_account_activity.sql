@@ -263,7 +263,7 @@ final as (
             as last_activity_date,
         -- when the next build must look again: time alone makes that event done
         date_trunc('hour', rollup.next_event_end_at) as next_event_end_hour,
-        {{ sfdc_sync.utc_now() }} as built_at
+        {{ sfdc_sync.build_stamp() }} as built_at
 
     from accounts
     left join rollup on accounts.account_id = rollup.account_id

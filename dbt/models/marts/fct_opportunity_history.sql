@@ -65,7 +65,7 @@ final as (
         ) as previous_amount,
         system_modstamp,
         synced_at,
-        {{ sfdc_sync.utc_now() }} as built_at
+        {{ sfdc_sync.build_stamp() }} as built_at
 
     from versions
 

@@ -141,7 +141,7 @@ final as (
         cast(null as decimal(18, 2)) as quota_amount,
         cast(null as double) as pipeline_coverage,
         {%- endif %}
-        {{ sfdc_sync.utc_now() }} as built_at
+        {{ sfdc_sync.build_stamp() }} as built_at
 
     from pipeline
     left join users on pipeline.owner_id = users.user_id
