@@ -9,6 +9,11 @@ leaves nothing behind.
 Recycle bin: ``delete`` sets IsDeleted (the row stays, queryAll sees it), ``undelete``
 clears it; ``purge`` removes the row physically with no event, as emptying the recycle bin
 or a Bulk hardDelete does in Salesforce.
+
+Cascade: deleting an Account or an Opportunity takes its children to the Recycle Bin with
+it (CASCADES), and undeleting it brings back the ones that delete took; the children get
+the commit's stamps (so getDeleted and queryAll list them) but no change event
+(docs/emulator.md, "Cascade deletes").
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import duckdb
 from sfdc_emulator import ids as idmod
 from sfdc_emulator.describe import SObjectDef
 from sfdc_emulator.schema import OrgSchema
-from sfdc_emulator.tables import fetch_rows
+from sfdc_emulator.tables import fetch_rows, quote
 from sfdc_emulator.values import StoreError, coerce, derive
 
 # Changes to these are not changes an UPDATE event reports.
@@ -33,6 +38,26 @@ _NON_EVENT_FIELDS = frozenset({"Id", "IsDeleted", "SystemModstamp"})
 _SYSTEM_WRITE = frozenset(
     {"Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById"}
 )
+
+
+# Parent object -> (child object, the child's lookup to it) a delete of the parent takes
+# along: an Account its Contacts, Opportunities and the activities on it, an Opportunity its
+# line items and the activities on it (SOAP API Developer Guide, delete(): "cascade
+# deletes ... as long as each child object can be deleted"; the children per Salesforce
+# Help, a secondary source). Activities on a Contact (WhoId) are left alone: not documented.
+CASCADES: dict[str, tuple[tuple[str, str], ...]] = {
+    "Account": (
+        ("Contact", "AccountId"),
+        ("Opportunity", "AccountId"),
+        ("Task", "WhatId"),
+        ("Event", "WhatId"),
+    ),
+    "Opportunity": (
+        ("OpportunityLineItem", "OpportunityId"),
+        ("Task", "WhatId"),
+        ("Event", "WhatId"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -180,6 +205,7 @@ class Transaction:
             raise StoreError(f"entity is deleted: {spec.name} {rid}", "ENTITY_IS_DELETED")
         self._mark(spec.name, rid, self._stamped(row, IsDeleted=True))
         self.changes.append(Change(spec.name, "DELETE", rid, [], [], None))
+        self._cascade(spec.name, [rid], delete=True)
 
     def _undelete(self, spec: SObjectDef, rid: str, row: dict[str, Any]) -> None:
         if not row["IsDeleted"]:
@@ -189,6 +215,39 @@ class Transaction:
         new = self._stamped(row, IsDeleted=False)
         self._mark(spec.name, rid, new)
         self.changes.append(Change(spec.name, "UNDELETE", rid, [], [], new))
+        self._cascade(spec.name, [rid], delete=False, deleted_at=row["SystemModstamp"])
+
+    def _cascade(
+        self, parent: str, parent_ids: list[str], *, delete: bool, deleted_at: Any = None
+    ) -> None:
+        """Delete (or undelete) the children of ``parent_ids``, and theirs, with no event.
+
+        An undelete brings back the children the parent's delete took: deleted with it, so
+        stamped in the same second (a child deleted on its own in that second comes back
+        too, which Salesforce would not do).
+        """
+        for child, lookup in CASCADES.get(parent, ()):
+            if child not in self.schema:
+                continue
+            spec = self.schema.get(child)
+            marks = ", ".join("?" * len(parent_ids))
+            where = f'{quote(lookup)} IN ({marks}) AND {"NOT " if delete else ""}"IsDeleted"'
+            params: list[Any] = list(parent_ids)
+            if not delete:
+                where += ' AND "SystemModstamp" = ?'
+                params.append(deleted_at)
+            found = self.cur.execute(
+                f'SELECT "Id" FROM {quote(spec.name)} WHERE {where}', params
+            ).fetchall()
+            taken = []
+            for (cid,) in found:
+                _, row = self._row(spec, cid)  # this commit's version if it changed it
+                if row["IsDeleted"] == delete:
+                    continue
+                self._mark(spec.name, cid, self._stamped(row, IsDeleted=delete))
+                taken.append(cid)
+            if taken:
+                self._cascade(spec.name, taken, delete=delete, deleted_at=deleted_at)
 
     def _stamped(self, row: Mapping[str, Any], **values: Any) -> dict[str, Any]:
         """A copy of ``row`` with ``values`` and this commit's stamps: SystemModstamp

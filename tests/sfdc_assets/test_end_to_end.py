@@ -124,6 +124,12 @@ def test_live_traffic_drained_by_the_sensors_keeps_current_equal_to_salesforce(
     # them (Opportunity.Account_Rating__c): the hourly formula refresh brings it.
     refresh = reconcile_request("Opportunity", "formulas", _today(), int(time.time() * 1000))
     assert platform.execute(refresh).success
+    # A deleted Account takes its Contacts, Opportunities and their line items with it,
+    # with an event for the Account only: the 15-minute `recent` reconciliation finds them
+    # (the polled Task and Event see it on their next poll).
+    for name in ("Contact", "Opportunity", "OpportunityLineItem"):
+        recent = reconcile_request(name, "recent", _today(), int(time.time() * 1000))
+        assert platform.execute(recent).success, name
     for name in OBJECTS:
         assert differences(platform, name) == [], name
 
