@@ -147,8 +147,11 @@ def runs_since(home: Path, since: float) -> list[RunStat]:
     return out
 
 
-def latencies(pairs: list[tuple[float, float]], mats: list[float]) -> tuple[list[float], int]:
-    """Commit -> the first materialization at or after the apply that wrote the version."""
+def timed(
+    pairs: list[tuple[float, float]], mats: list[float]
+) -> tuple[list[tuple[float, float]], int]:
+    """(commit, commit -> the first materialization at or after the apply that wrote the
+    version) per change, and the count of changes no materialization followed."""
     import bisect
 
     ordered = sorted(mats)
@@ -158,8 +161,54 @@ def latencies(pairs: list[tuple[float, float]], mats: list[float]) -> tuple[list
         if i == len(ordered):
             unmatched += 1
         else:
-            out.append(ordered[i] - commit)
+            out.append((commit, ordered[i] - commit))
     return out, unmatched
+
+
+def latencies(pairs: list[tuple[float, float]], mats: list[float]) -> tuple[list[float], int]:
+    """Commit -> the first materialization at or after the apply that wrote the version."""
+    out, unmatched = timed(pairs, mats)
+    return [latency for _, latency in out], unmatched
+
+
+def by_minute(values: list[tuple[float, float]]) -> list[tuple[str, list[float]]]:
+    """The latencies grouped by the UTC minute of their commit, oldest first."""
+    minutes: dict[int, list[float]] = defaultdict(list)
+    for commit, latency in values:
+        minutes[int(commit // 60)].append(latency)
+    return [
+        (datetime.fromtimestamp(m * 60, UTC).strftime("%H:%M"), minutes[m]) for m in sorted(minutes)
+    ]
+
+
+GROUP_HEADER = (
+    "| group (object, path) | n | P50 | P95 | P99 | max | target P95 | raw rows | untimed |",
+    "|---|---|---|---|---|---|---|---|---|",
+)
+
+
+def table_row(label: str, values: list[float]) -> str:
+    """`| label | n | P50 | P95 | P99 | max |` of `values` (seconds)."""
+    if not values:
+        return f"| {label} | 0 | n/a | n/a | n/a | n/a |"
+    return (
+        f"| {label} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | "
+        f"{pct(values, 99):.1f} | {max(values):.1f} |"
+    )
+
+
+def group_rows(results: dict[str, tuple[list[float], int, int]], suffix: str = "") -> list[str]:
+    """One row per channel group: its latencies and whether its P95 meets the target."""
+    out = []
+    for group, (values, total, unmatched) in results.items():
+        obj, source, _ = GROUPS[group]
+        target = TARGET_P95_S[group]
+        verdict = "n/a" if not values else ("meets" if pct(values, 95) < target else "misses")
+        out.append(
+            table_row(f"**{group}**{suffix} ({obj}, {source})", values)
+            + f" < {target:g} s: **{verdict}** | {total} | {unmatched} |"
+        )
+    return out
 
 
 def render(
@@ -175,15 +224,9 @@ def render(
     drained_s: float,
     machine_line: str,
     revenue_parts: Results | None = None,
+    steady: dict[str, tuple[list[float], int, int]] | None = None,
+    revenue_minutes: list[tuple[str, list[float]]] | None = None,
 ) -> str:
-    def row(label: str, values: list[float]) -> str:
-        if not values:
-            return f"| {label} | 0 | n/a | n/a | n/a | n/a |"
-        return (
-            f"| {label} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 95):.1f} | "
-            f"{pct(values, 99):.1f} | {max(values):.1f} |"
-        )
-
     seeded = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     weights = ", ".join(f"{k} {v:.3f}" for k, v in mix.items())
     warmup = (
@@ -212,17 +255,27 @@ def render(
         "",
         "Commit → queryable in `current`, per channel group (s):",
         "",
-        "| group (object, path) | n | P50 | P95 | P99 | max | target P95 | raw rows | untimed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *GROUP_HEADER,
+        *group_rows(results),
     ]
-    for group, (values, total, unmatched) in results.items():
-        obj, source, _ = GROUPS[group]
-        target = TARGET_P95_S[group]
-        verdict = "n/a" if not values else ("meets" if pct(values, 95) < target else "misses")
-        lines.append(
-            row(f"**{group}** ({obj}, {source})", values)
-            + f" < {target:g} s: **{verdict}** | {total} | {unmatched} |"
-        )
+    if steady:
+        lines += [
+            "",
+            f"The same, commits from minute {args.steady_after:g} of the traffic on"
+            " (`--steady-after`: what a resume's first minutes leave is left out):",
+            "",
+            *GROUP_HEADER,
+            *group_rows(steady, ", steady"),
+        ]
+    if revenue_minutes:
+        lines += [
+            "",
+            "Revenue per UTC minute of commit time (which minutes set the P95; s):",
+            "",
+            "| minute | n | P50 | P95 | P99 | max |",
+            "|---|---|---|---|---|---|",
+            *(table_row(minute, values) for minute, values in revenue_minutes),
+        ]
     lines += [
         "",
         "Runs created from the start of the traffic to the end of the drain:",
@@ -250,7 +303,7 @@ def render(
             "",
             "| part | n | P50 | P95 | P99 | max |",
             "|---|---|---|---|---|---|",
-            *(row(label, revenue_parts.parts[key]) for label, key in PARTS),
+            *(table_row(label, revenue_parts.parts[key]) for label, key in PARTS),
         ]
     lines += [
         "",
@@ -324,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="keep the stack's files here (default: a temp dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     parser.add_argument(
+        "--steady-after",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="also report the commits from this minute of the traffic on (0: off)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="restart the stack on --dir's org, warehouse and instance from an earlier run "
@@ -393,16 +453,26 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.stop()
         results: dict[str, tuple[list[float], int, int]] = {}
+        steady: dict[str, tuple[list[float], int, int]] = {}
         revenue_parts: Results | None = None
+        revenue_minutes: list[tuple[str, list[float]]] = []
         runs = runs_since(stack.home, started)
+        steady_from = started + args.steady_after * 60
         for group, (obj, source, column) in GROUPS.items():
             pairs, total = group_changes(stack.warehouse, obj, source, column, started, ended)
             mats = [t for r in runs for t in r.materialized.get(obj.lower(), [])]
-            values, unmatched = latencies(pairs, mats)
-            results[group] = (values, total, unmatched)
+            each, unmatched = timed(pairs, mats)
+            results[group] = ([v for _, v in each], total, unmatched)
+            if args.steady_after > 0:
+                later, later_total = group_changes(
+                    stack.warehouse, obj, source, column, steady_from, ended
+                )
+                values, later_unmatched = latencies(later, mats)
+                steady[group] = (values, later_total, later_unmatched)
             if group == "revenue":
                 # bench.latency times the Opportunity current table's runs, part by part
                 revenue_parts = attribute(pairs, run_times(stack.home, started))
+                revenue_minutes = by_minute(each)
         body = render(
             args,
             counts,
@@ -416,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             drained_s,
             machine_line,
             revenue_parts,
+            steady,
+            revenue_minutes,
         )
     log.info("\n%s", body)
     if not args.no_doc:

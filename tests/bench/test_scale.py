@@ -66,3 +66,42 @@ def test_the_report_says_whether_the_stack_was_warmed_up_or_resumed(resume: bool
         assert (
             "Warm-up (bootstrap of every object through the platform, no traffic): 40 min" in body
         )
+
+
+def test_latencies_group_by_the_minute_of_their_commit() -> None:
+    from bench.scale import by_minute, timed
+
+    # Commits at 00:00:10, 00:00:50 and 00:01:05 UTC; the last one's apply is untimed.
+    pairs = [(10.0, 12.0), (50.0, 55.0), (65.0, 90.0)]
+    each, unmatched = timed(pairs, [13.0, 60.0])
+    assert each == [(10.0, 3.0), (50.0, 10.0)] and unmatched == 1
+    assert by_minute([*each, (70.0, 4.0)]) == [("00:00", [3.0, 10.0]), ("00:01", [4.0])]
+
+
+def test_the_steady_rows_and_the_revenue_minutes_are_reported_when_asked() -> None:
+    import argparse
+
+    from bench.scale import DEFAULT_COUNTS, render
+
+    args = argparse.Namespace(minutes=20.0, resume=True, steady_after=6.0)
+    rate, mix = traffic_mix()
+    steady = {"revenue": ([12.0, 40.0], 2, 0)}
+    body = render(
+        args,
+        DEFAULT_COUNTS,
+        rate,
+        mix,
+        {"revenue": ([12.0, 40.0, 90.0], 3, 0)},
+        [],
+        {"stats": {}},
+        [0, 2**20, 2**20],
+        0.0,
+        60.0,
+        "test machine",
+        None,
+        steady,
+        [("22:46", [12.0]), ("22:47", [40.0])],
+    )
+    assert "commits from minute 6 of the traffic on" in body
+    assert "| **revenue**, steady (Opportunity, cdc) | 2 |" in body
+    assert "| 22:47 | 1 | 40.0 | 40.0 | 40.0 | 40.0 |" in body
