@@ -38,6 +38,7 @@ def _replay(warehouse: str, part: str, obj: str, drop_lookups: bool) -> dict[str
     from bench.statements import label
     from resources.duckdb_warehouse import DuckDBWarehouse
     from sfdc_assets.describe import registry_spec
+    from sync_engine import in_flight
     from sync_engine.apply import append_raw, apply_batch
 
     if drop_lookups:
@@ -67,6 +68,8 @@ def _replay(warehouse: str, part: str, obj: str, drop_lookups: bool) -> dict[str
     spec = registry_spec(wh, obj)
     if spec is None:
         raise SystemExit(f"{warehouse} has no schema registry entry for {obj}")
+    # A warehouse from before sfdc_meta.apply_in_flight (the run's schema step creates it).
+    in_flight.ensure(wh)
     table = pq.read_table(part)
     batch_id = Path(part).stem
     out: dict[str, Any] = {"rows": table.num_rows}
