@@ -115,7 +115,7 @@ def dbt_env(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
 
 class SfdcDbtCliResource(DbtCliResource):
     """dagster-dbt's resource without the two things it does before every dbt command that
-    this project never uses (measured ~4.5 s of CPU per build on an idle machine, ~12 s
+    this project never uses (measured 3.3 s of CPU per build on an idle machine, ~12 s
     under the scale bench's load, on the two cores the sync's runs share):
 
     - `dbt --version` in a subprocess, to learn the version: with the venv's own `dbt` it is

@@ -13,8 +13,8 @@ stamped at or after that row's `started_at`. Either way the next build, reading 
 newest `built_at`, sees its rows. docs/dbt.md, "Incremental marts".
 
 A row left by a killed apply would hold every build's bound back: builds ignore rows older
-than `incremental_lookback_minutes` (the longest an apply may take), and the next apply of
-the object deletes the object's rows older than STALE_AFTER.
+than `incremental_lookback_minutes` (the longest an apply may take), and every apply, as it
+ends, deletes its object's rows older than STALE_AFTER.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sync_engine.warehouse import Warehouse, qualified
 log = logging.getLogger(__name__)
 
 TABLE = "apply_in_flight"
-# Rows older than this are a killed apply's: the next apply of the object removes them.
+# Rows older than this are a killed apply's: the object's next apply removes them.
 # dbt ignores them past its own `incremental_lookback_minutes` (60 by default).
 STALE_AFTER = dt.timedelta(hours=2)
 

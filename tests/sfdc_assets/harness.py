@@ -267,3 +267,16 @@ def poll(platform: Platform) -> list[dg.RunRequest]:
     for request in data.run_requests:
         assert platform.execute(request).success, request.run_key
     return list(data.run_requests)
+
+
+def reconcile(platform: Platform, name: str, kind: str) -> dg.AssetCheckEvaluation:
+    """Run one reconciliation as the sensor requests it; its `reconciled_with_salesforce`."""
+    from sensors.reconcile import reconcile_request
+    from sfdc_assets.keys import RECONCILED
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    request = reconcile_request(name, kind, today, int(time.time() * 1000))
+    result = platform.execute(request)
+    assert result.success, (name, kind)
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == RECONCILED]
+    return evaluation

@@ -19,9 +19,14 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 
-from sensors.reconcile import reconcile_request
-from sfdc_assets.keys import RECONCILED
-from tests.sfdc_assets.harness import OBJECTS, Platform, differences, drain_cdc, start_platform
+from tests.sfdc_assets.harness import (
+    OBJECTS,
+    Platform,
+    differences,
+    drain_cdc,
+    reconcile,
+    start_platform,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +53,6 @@ def _busiest_account(platform: Platform) -> str:
     return max(live, key=lambda a: (counts[a], a))
 
 
-def _reconcile_recent(platform: Platform, name: str) -> dict[str, object]:
-    request = reconcile_request(name, "recent", _today(), int(time.time() * 1000))
-    result = platform.execute(request)
-    assert result.success, name
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == RECONCILED]
-    return {k: v.value for k, v in evaluation.metadata.items()}
-
-
 def _commit_and_settle(platform: Platform, op: str, account: str) -> None:
     from sfdc_emulator.store import Mutation
 
@@ -76,7 +73,8 @@ def test_the_cascade_is_found_and_repaired(platform: Platform) -> None:
         stale = [name for name in CDC_CHILDREN if differences(platform, name)]
         assert "Opportunity" in stale and "Contact" in stale, (op, stale)
         for name in CDC_CHILDREN:
-            found = _reconcile_recent(platform, name)
+            evaluation = reconcile(platform, name, "recent")
+            found = {k: v.value for k, v in evaluation.metadata.items()}
             assert found["still_differing"] == 0, (op, name, found)
             assert (int(found["repaired"]) > 0) is (name in stale), (op, name, found)
             assert differences(platform, name) == [], (op, name)

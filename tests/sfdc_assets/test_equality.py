@@ -22,9 +22,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from sensors.reconcile import reconcile_request
-from sfdc_assets.keys import RECONCILED
-from tests.sfdc_assets.harness import OBJECTS, Platform, differences, drain_cdc, start_platform
+from tests.sfdc_assets.harness import (
+    OBJECTS,
+    Platform,
+    differences,
+    drain_cdc,
+    reconcile,
+    start_platform,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +41,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
-
-
-def reconcile(platform: Platform, name: str, kind: str) -> dg.AssetCheckEvaluation:
-    """Run one reconciliation as the sensor requests it; its `reconciled_with_salesforce`."""
-    request = reconcile_request(name, kind, _today(), int(time.time() * 1000))
-    result = platform.execute(request)
-    assert result.success, (name, kind)
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == RECONCILED]
-    return evaluation
 
 
 def purge_live(platform: Platform, name: str, count: int) -> list[str]:
