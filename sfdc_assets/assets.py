@@ -345,6 +345,10 @@ def current_scd2_asset(obj: SObjectConfig, settings: SyncSettings) -> dg.AssetsD
             )
         reconciled = None
         if reconciled_check(obj) in context.selected_asset_check_keys:
+            if spec is not None:
+                from sfdc_assets.reconcile import refold_differing
+
+                refold_differing(warehouse, landing, spec, context.run.run_id)
             reconciled = reconciled_result(
                 warehouse, landing, spec, obj.name, context.run.run_id, current_key
             )

@@ -16,10 +16,13 @@ events are "in rare cases" never persisted. A reconciliation run of one object
   whose formula values differ from current's land as REFRESH changes
   (`sync_engine.changes.formula_change`), so an unchanged record opens no scd2 version.
 
-What lands goes through the ordinary raw -> current -> scd2 path of the same run. The
-run's report (`ReconcileReport`, a landing checkpoint) is what the current step's
-`reconciled_with_salesforce` check re-verifies after the apply, against the same
-listing, without another API call (docs/operations.md, "Reconciliation").
+What lands goes through the ordinary raw -> current -> scd2 path of the same run; a
+record that still differs after it (its current or scd2 rows changed outside the
+platform: the re-read version is one raw already holds) is rebuilt from raw
+(`refold_differing`). The run's report (`ReconcileReport`, a landing checkpoint) is
+what the current step's `reconciled_with_salesforce` check re-verifies after the apply,
+against the same listing, without another API call (docs/operations.md,
+"Reconciliation").
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ class ReconcileReport:
     deferred: int = 0
     deleted_log_complete: bool = True
     formula_fields: list[str] = field(default_factory=list)
+    # Records still differing after the repairs were applied, rebuilt from raw
+    # (`refold_differing`): rows changed outside the platform.
+    refolded: int = 0
 
     @property
     def differing(self) -> int:
@@ -158,6 +164,7 @@ class ReconcileReport:
             "purged": self.purged,
             "refreshed": self.refreshed,
             "deferred": self.deferred,
+            "refolded": self.refolded,
             "deleted_log_complete": self.deleted_log_complete,
         }
 
@@ -439,23 +446,60 @@ def remaining(
     The proof of the repair: the same listing, loaded again, compared with current as the
     apply left it. No API call.
     """
+    return len(differing_ids(warehouse, landing, spec, report))
+
+
+def differing_ids(
+    warehouse: Warehouse, landing: LandingStore, spec: ObjectSpec, report: ReconcileReport
+) -> list[str]:
+    """The ids of the records that disagree with the run's listing now (`remaining`)."""
     from sync_engine import drift
 
     manifests = [batches.manifest_of(landing, _part_ref(text)) for text in report.listing]
     formulas = list(report.formula_fields)
     if report.kind == "formulas" and not formulas:
-        return 0
+        return []
     listed = drift.load_listing(
         warehouse, spec, listing_parts(landing, spec, manifests, report.kind), formulas
     )
     if report.kind == "formulas":
-        return drift.find_formula_drift(warehouse, spec, formulas).num_rows
+        differing = drift.find_formula_drift(warehouse, spec, formulas)
+        return sorted(differing.column("id").to_pylist())
     start = report.window_start
     window = drift.Window(
         dt.datetime.fromisoformat(start).astimezone(dt.UTC).replace(tzinfo=None) if start else None,
         dt.datetime.fromisoformat(report.window_end).astimezone(dt.UTC).replace(tzinfo=None),
     )
-    return drift.find_drift(warehouse, spec, window, listed).differing
+    found = drift.find_drift(warehouse, spec, window, listed)
+    return sorted({*found.stale, *found.missing})
+
+
+def refold_differing(
+    warehouse: Warehouse, landing: LandingStore, spec: ObjectSpec, run_id: str
+) -> int:
+    """After a reconciliation's repairs are applied: rebuild from raw the records that
+    still disagree with its listing (`apply.refold`); returns how many.
+
+    A repair that landed nothing new leaves a record wrong only when its current or scd2
+    rows were changed outside the platform (raw already held the re-read version, and a
+    raw change is applied once); the refold restores exactly what raw says. A record
+    that changed again after its re-read refolds to the state it has, which is harmless,
+    and the next run compares it again. Skipped while re-reads are deferred (more records
+    differed than `max_rereads`: those were never re-read, and a refold cannot fix what
+    raw lacks). Recorded in the report (`refolded`).
+    """
+    from sync_engine.apply import refold
+
+    report = load_report(landing, spec.name, run_id)
+    if report is None or report.deferred:
+        return 0
+    ids = differing_ids(warehouse, landing, spec, report)
+    if not ids:
+        return 0
+    refold(warehouse, spec, ids)
+    report.refolded = len(ids)
+    landing.write_checkpoint(report_name(spec.name, run_id), report.to_json())
+    return len(ids)
 
 
 def _part_ref(text: str) -> batches.PartRef:

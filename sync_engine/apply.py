@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import TypeAlias
 
@@ -846,3 +846,76 @@ def _write(warehouse: Warehouse, statements: list[str]) -> None:
     except BaseException:
         warehouse.rollback()
         raise
+
+
+def refold(
+    warehouse: Warehouse,
+    spec: ObjectSpec,
+    record_ids: Iterable[str],
+    *,
+    now: dt.datetime | None = None,
+) -> ApplyResult:
+    """Rebuild the records' current and scd2 rows from raw alone, whatever those tables
+    hold for them now: every raw change of each record, folded from its first.
+
+    The repair for rows changed outside the platform (a manual DELETE or UPDATE of
+    current or scd2): a re-read of such a record lands a change_id raw already holds,
+    and apply_batch applies a raw change once, so only a refold restores it. By the
+    central invariant (any order, any batching) the result is what applying raw gives,
+    so refolding a record the tables hold correctly changes nothing but its
+    `_synced_at`. A record raw does not know loses its current and scd2 rows.
+
+    Cost: the records' raw rows are found by record_id with no change_date bound (a scan
+    of raw per LITERAL_ID_LIMIT ids): a repair, not a recurring run. Each id list is one
+    transaction, logged in load_log as `refold-<hash>.<n>`; ids are validated.
+    """
+    d = dialect_of(warehouse)
+    ids = sorted(set(record_ids))
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:26]
+    result = ApplyResult(batch_id=f"refold-{digest}")
+    if not ids:
+        return result
+    lists = [d.id_list(ids[i : i + LITERAL_ID_LIMIT]) for i in range(0, len(ids), LITERAL_ID_LIMIT)]
+    with in_flight(warehouse, spec.name) as stamp:
+        now = now if now is not None else stamp
+        for n, id_list in enumerate(lists):
+            part = _refold_list(warehouse, spec, id_list, f"{result.batch_id}.{n}", now)
+            for name in _COUNTS:
+                setattr(result, name, getattr(result, name) + getattr(part, name))
+    log.info("%s refold %s: %s", spec.name, result.batch_id, result.as_dict())
+    return result
+
+
+def _refold_list(
+    warehouse: Warehouse, spec: ObjectSpec, id_list: str, batch_id: str, now: dt.datetime
+) -> ApplyResult:
+    """`refold` of one inlined id list: the late path, every record unanchored."""
+    d, s = dialect_of(warehouse), warehouse.schema_names
+    result = ApplyResult(batch_id=batch_id)
+    warehouse.execute(st.refold_apply(d, spec, s, id_list))
+    warehouse.execute(st.refold_touched(d, spec, s, id_list))
+    records, applied = warehouse.query(st.touched_counts(d))[0]
+    if not records:
+        return result
+    result.records, result.applied = int(records), int(applied or 0)
+    result.changes = result.applied
+    warehouse.execute(st.fetch_current(d, spec, s, id_list))
+    warehouse.execute(st.refold_class(d))
+    classified = Classified(
+        records=result.records,
+        applied=result.applied,
+        late=result.records,
+        new=0,
+        id_filter=id_list,
+        late_filter=id_list,
+        # Inlined either way (a repair's ids are few); on DuckDB they are index lookups.
+        literal_ids=d.point_lookups,
+        id_chunks=(id_list,),
+        late_chunks=(id_list,),
+    )
+    folded = _fold(warehouse, spec, classified)
+    result.inserted, result.updated, result.deleted, result.noop = folded[:4]
+    result.late, result.history_rows = folded[4:]
+    plan = _plan(warehouse, spec, classified)
+    _write(warehouse, write_statements(d, spec, s, plan, result, now))
+    return result

@@ -228,20 +228,22 @@ def stage_ddl(d: SqlDialect, spec: ObjectSpec) -> str:
     return ", ".join(cols)
 
 
-def _apply_columns(d: SqlDialect, spec: ObjectSpec, alias: str) -> str:
+def _apply_columns(d: SqlDialect, spec: ObjectSpec, alias: str, from_raw: bool = False) -> str:
     """What the fold reads of a change: ids, version, state and one `<col>__set` flag each.
 
     Raw's other columns (payload, replay ids...) stay behind in the batch table, so the
-    apply table is a fraction of the batch's bytes.
+    apply table is a fraction of the batch's bytes. `from_raw`: `alias` is raw itself
+    (its `set_fields` list), not a stage.
     """
     q, a = d.q, f"{alias}."
+    flat = d.flat_stage and not from_raw
     flags = []
     for name, col in [
         *((f.name, f.column) for f in spec.fields),
         (IS_DELETED_FIELD, IS_DELETED_COLUMN),
     ]:
         flag = q(col + "__set")
-        test = f"{a}{flag}" if d.flat_stage else d.array_contains(f"{a}{q('set_fields')}", name)
+        test = f"{a}{flag}" if flat else d.array_contains(f"{a}{q('set_fields')}", name)
         flags.append(f"{test} AS {flag}")
     kinds = ", ".join(d.string(k) for k in WHOLE_CHANGE_TYPES)
     flags.append(f"{a}{q('change_type')} IN ({kinds}) AS {q(WHOLE_FLAG)}")
@@ -541,6 +543,53 @@ def classify(d: SqlDialect) -> str:
         f"AND NOT COALESCE(tt.{q('vmin')} <= o.{q('_version')}, FALSE) AS {q('is_simple')}, "
         f"tt.{q('n')} = 1 AND o.{q('id')} IS NULL "
         f"AND tt.{q('vmin')} >= '{FIRST_REAL_VERSION}' AS {q('is_new')} "
+        f"FROM {q('sfdc_tmp_touched')} tt LEFT JOIN {q('sfdc_tmp_old')} o "
+        f"ON o.{q('id')} = tt.{q('id')}"
+    )
+
+
+def refold_apply(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
+    """A refold (`apply.refold`): every raw change of the records, as the apply table.
+
+    No change_date bound: a record's first change may lie on any day.
+    """
+    q = d.q
+    return (
+        f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_apply')} AS "
+        f"SELECT {_apply_columns(d, spec, 'r', from_raw=True)} "
+        f"FROM {d.table(s.raw, spec.table)} r WHERE r.{q('record_id')} IN ({id_filter}) "
+        f"AND r.{q('change_type')} NOT LIKE 'GAP%'"
+    )
+
+
+def refold_touched(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_filter: str) -> str:
+    """A refold: the ids any of raw, current or scd2 holds, with no lower version bound.
+
+    `vmin` '' sorts before every version, so `fetch_anchors` finds no anchor and the late
+    path rebuilds each record from its first raw change; an id only current or scd2 holds
+    (written outside the platform) is touched too, so its rows go.
+    """
+    q = d.q
+    return (
+        f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_touched')} AS "
+        f"SELECT u.{q('id')}, '' AS {q('vmin')}, COUNT(a.{q('record_id')}) AS {q('n')} "
+        f"FROM (SELECT {q('record_id')} AS {q('id')} FROM {q('sfdc_tmp_apply')} "
+        f"UNION SELECT {q('id')} FROM {d.table(s.current, spec.table)} "
+        f"WHERE {q('id')} IN ({id_filter}) "
+        f"UNION SELECT {q('id')} FROM {d.table(s.history, spec.table)} "
+        f"WHERE {q('id')} IN ({id_filter})) u "
+        f"LEFT JOIN {q('sfdc_tmp_apply')} a ON a.{q('record_id')} = u.{q('id')} "
+        f"GROUP BY u.{q('id')}"
+    )
+
+
+def refold_class(d: SqlDialect) -> str:
+    """A refold: every touched record is late, without an anchor (`classify`'s columns)."""
+    q = d.q
+    return (
+        f"CREATE OR REPLACE {d.temp} TABLE {q('sfdc_tmp_class')} AS "
+        f"SELECT tt.{q('id')}, tt.{q('vmin')}, o.{q('_version')} AS {q('old_version')}, "
+        f"TRUE AS {q('is_late')}, FALSE AS {q('is_simple')}, FALSE AS {q('is_new')} "
         f"FROM {q('sfdc_tmp_touched')} tt LEFT JOIN {q('sfdc_tmp_old')} o "
         f"ON o.{q('id')} = tt.{q('id')}"
     )

@@ -195,3 +195,38 @@ def test_after_purges_and_automation_the_reconciliation_makes_every_table_equal_
         assert closing["is_deleted"].all(), name
         assert (closing["_source"] == "delete_scan").all(), name
         assert history.height > len(ids), name  # the live version was closed, not replaced
+
+
+def test_rows_changed_outside_the_platform_are_rebuilt_from_raw(platform: Platform) -> None:
+    # A manual DELETE of a current row and its scd2 rows, and an UPDATE of another's:
+    # the re-reads land versions raw already holds (applied once, so a no-op); only the
+    # refold after them restores the tables (docs/operations.md, "When a reconciliation
+    # fails").
+    drain_cdc(platform)
+    live = platform.table("sfdc", "Opportunity").filter(~pl.col("is_deleted")).sort("id")
+    gone, edited = live["id"][0], live["id"][1]
+    before = platform.table("sfdc_history", "Opportunity").filter(
+        pl.col("id").is_in([gone, edited])
+    )
+    wh = platform.warehouse()
+    try:
+        wh.execute(f"DELETE FROM sfdc.opportunity WHERE id = '{gone}'")
+        wh.execute(f"DELETE FROM sfdc_history.opportunity WHERE id = '{gone}'")
+        wh.execute(
+            "UPDATE sfdc.opportunity SET amount = -1, "
+            f"systemmodstamp = systemmodstamp - INTERVAL 1 DAY WHERE id = '{edited}'"
+        )
+        wh.execute(f"UPDATE sfdc_history.opportunity SET amount = -1 WHERE id = '{edited}'")
+    finally:
+        wh.close()
+    assert differences(platform, "Opportunity", purged_as_deleted=True)
+
+    found = reconcile(platform, "Opportunity", "full")
+    assert not found.passed and found.severity == dg.AssetCheckSeverity.WARN
+    assert _meta(found, "stale") == 2 and _meta(found, "reread") == 2
+    assert _meta(found, "refolded") == 2 and _meta(found, "still_differing") == 0
+    assert differences(platform, "Opportunity", purged_as_deleted=True) == []
+    after = platform.table("sfdc_history", "Opportunity").filter(pl.col("id").is_in([gone, edited]))
+    key = ["id", "_version"]
+    assert after.drop("_synced_at").sort(key).equals(before.drop("_synced_at").sort(key))
+    assert reconcile(platform, "Opportunity", "full").passed

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from resources.snowflake_warehouse import SnowflakeWarehouse
 from sync_engine import registry
-from sync_engine.apply import apply_batch
+from sync_engine.apply import apply_batch, refold
 from sync_engine.changes import build_batch
 from sync_engine.reference_fold import fold
 from sync_engine.spec import ObjectSpec
@@ -111,4 +111,22 @@ def test_snowflake_sql_folds_formula_refreshes_like_the_reference(fake_snowflake
         k: normalize_expected([v])[0] for k, v in expected.current.items()
     }
     assert read_history(wh, spec) == normalize_expected(expected.history)
+    wh.close()
+
+
+def test_snowflake_refold_restores_damaged_records(fake_snowflake):
+    from tests.sync_engine.test_refold import _damage, _expected
+
+    history = sample_history()
+    expected = _expected(history)
+    wh = fresh_snowflake()
+    apply_batch(wh, SPEC, build_batch(SPEC, history))
+    ids = sorted({r["record_id"] for r in history})
+    _damage(wh, ids[0], "delete_current")
+    _damage(wh, ids[0], "delete_history")
+    _damage(wh, ids[-1], "edit_current")
+    _damage(wh, ids[-1], "edit_history")
+    assert (read_current(wh), read_history(wh)) != expected
+    refold(wh, SPEC, ids)
+    assert (read_current(wh), read_history(wh)) == expected
     wh.close()
