@@ -523,6 +523,35 @@ def fetch_current(
     return f"{into}SELECT * FROM {d.table(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
 
 
+def touched_id_range(d: SqlDialect) -> str:
+    """The lowest and highest touched id (`current_in_range`)."""
+    q = d.q
+    return f"SELECT MIN({q('id')}), MAX({q('id')}) FROM {q('sfdc_tmp_touched')}"
+
+
+def current_in_range(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, low: str, high: str) -> str:
+    """One row if current holds any id in `[low, high]`, else none.
+
+    `LIMIT 1` stops at the first row found: a chunk whose ids are scattered over the table
+    finds one at once; a chunk of ids beyond every current one (a bootstrap's next Bulk
+    part, in Id order) reads only what the id zone maps (Snowflake: partition min/max)
+    cannot rule out.
+    """
+    q = d.q
+    return (
+        f"SELECT 1 FROM {d.table(s.current, spec.table)} "
+        f"WHERE {q('id')} BETWEEN {d.string(low)} AND {d.string(high)} LIMIT 1"
+    )
+
+
+def no_current_rows(d: SqlDialect, spec: ObjectSpec, s: SchemaNames) -> str:
+    """`fetch_current` when none of the touched records is in current: an empty table."""
+    return (
+        f"CREATE OR REPLACE {d.temp} TABLE {d.q('sfdc_tmp_old')} AS "
+        f"SELECT * FROM {d.table(s.current, spec.table)} WHERE FALSE"
+    )
+
+
 def classify(d: SqlDialect) -> str:
     """Late = the record already holds a version at or after the batch's earliest one.
 

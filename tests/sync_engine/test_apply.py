@@ -277,3 +277,32 @@ def test_a_chunk_over_the_list_limit_keeps_its_ids_inlined_in_lists_on_a_large_t
     # Below LIST_MIN_ROWS_PER_ID rows per id (a chunk comparable to the table): the join.
     monkeypatch.setattr(apply_mod, "LIST_MIN_ROWS_PER_ID", 10)
     assert not apply_mod._classify(duck, SPEC).literal_ids
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_a_large_chunk_beyond_every_current_id_skips_the_current_lookups(
+    duck, monkeypatch, overlapping
+):
+    # LITERAL_ID_LIMIT lowered to 1 makes a two-record chunk "large". Records b and c lie
+    # beyond a, the one current row: the range probe proves them new and current is not
+    # read by id. With a in the chunk the probe finds it and the lookups run as before.
+    monkeypatch.setattr(apply_mod, "LITERAL_ID_LIMIT", 1)
+    probed = []
+    real = apply_mod.st.no_current_rows
+    monkeypatch.setattr(apply_mod.st, "no_current_rows", lambda *a: probed.append(1) or real(*a))
+    a, b, c = RECORD_IDS
+    _apply(duck, cdc("CREATE", 0, a, 1, values=FULL))
+    first = a if overlapping else b
+    result = _apply(
+        duck,
+        cdc("UPDATE", 1, first, 2, values={"Amount": Decimal(7)}, changed_fields=["Amount"])
+        if overlapping
+        else cdc("CREATE", 1, first, 2, values=FULL),
+        cdc("CREATE", 2, c, 2, values=FULL),
+    )
+    assert probed == ([] if overlapping else [1])
+    assert result.inserted == (1 if overlapping else 2)
+    current = read_current(duck)
+    assert sorted(current) == ([a, c] if overlapping else [a, b, c])
+    if overlapping:
+        assert current[a]["amount"] == 7

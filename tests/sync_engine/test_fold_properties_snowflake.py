@@ -130,3 +130,19 @@ def test_snowflake_refold_restores_damaged_records(fake_snowflake):
     refold(wh, SPEC, ids)
     assert (read_current(wh), read_history(wh)) == expected
     wh.close()
+
+
+def test_snowflake_large_chunk_paths_give_the_reference_fold(fake_snowflake, monkeypatch):
+    # LITERAL_ID_LIMIT at 1: the range probe, and the id lists where it finds a row.
+    from sync_engine import apply as apply_mod
+
+    monkeypatch.setattr(apply_mod, "LITERAL_ID_LIMIT", 1)
+    history = sample_history()
+    expected = fold(SPEC, history)
+    wh = fresh_snowflake()
+    half = len(history) // 2
+    for batch in (history[:half], history[half:]):
+        apply_batch(wh, SPEC, build_batch(SPEC, batch))
+    assert read_current(wh) == {k: normalize_expected([v])[0] for k, v in expected.current.items()}
+    assert read_history(wh) == normalize_expected(expected.history)
+    wh.close()
