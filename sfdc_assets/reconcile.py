@@ -484,14 +484,15 @@ def refold_differing(
     rows were changed outside the platform (raw already held the re-read version, and a
     raw change is applied once); the refold restores exactly what raw says. A record
     that changed again after its re-read refolds to the state it has, which is harmless,
-    and the next run compares it again. Skipped while re-reads are deferred (more records
-    differed than `max_rereads`: those were never re-read, and a refold cannot fix what
-    raw lacks). Recorded in the report (`refolded`).
+    and the next run compares it again. Skipped when the run found nothing differing (the
+    common case: the listing is not loaded a second time) and while re-reads are deferred
+    (more records differed than `max_rereads`: those were never re-read, and a refold
+    cannot fix what raw lacks). Recorded in the report (`refolded`).
     """
     from sync_engine.apply import refold
 
     report = load_report(landing, spec.name, run_id)
-    if report is None or report.deferred:
+    if report is None or not report.differing or report.deferred:
         return 0
     ids = differing_ids(warehouse, landing, spec, report)
     if not ids:

@@ -129,6 +129,7 @@ def test_a_bootstrapped_org_reconciles_with_nothing_to_repair(platform: Platform
     evaluation = reconcile(platform, "Opportunity", "recent")
     assert evaluation.passed
     assert _meta(evaluation, "differing") == 0 and _meta(evaluation, "repaired") == 0
+    assert _meta(evaluation, "refolded") == 0
 
 
 def test_after_purges_and_automation_the_reconciliation_makes_every_table_equal_truth(
