@@ -523,19 +523,18 @@ def fetch_current(
     return f"{into}SELECT * FROM {d.table(s.current, spec.table)} WHERE {q('id')} IN ({id_filter})"
 
 
-def touched_id_range(d: SqlDialect) -> str:
-    """The lowest and highest touched id (`current_in_range`)."""
-    q = d.q
-    return f"SELECT MIN({q('id')}), MAX({q('id')}) FROM {q('sfdc_tmp_touched')}"
+def current_holds_any(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, id_list: str) -> str:
+    """One row if current holds any of the listed ids, else none (index lookups)."""
+    return (
+        f"SELECT 1 FROM {d.table(s.current, spec.table)} WHERE {d.q('id')} IN ({id_list}) LIMIT 1"
+    )
 
 
 def current_in_range(d: SqlDialect, spec: ObjectSpec, s: SchemaNames, low: str, high: str) -> str:
     """One row if current holds any id in `[low, high]`, else none.
 
-    `LIMIT 1` stops at the first row found: a chunk whose ids are scattered over the table
-    finds one at once; a chunk of ids beyond every current one (a bootstrap's next Bulk
-    part, in Id order) reads only what the id zone maps (Snowflake: partition min/max)
-    cannot rule out.
+    For ids beyond every current one (a bootstrap's next Bulk part, in Id order) DuckDB's
+    ART index finds no entry and no row is read; `LIMIT 1` stops a scan at its first hit.
     """
     q = d.q
     return (

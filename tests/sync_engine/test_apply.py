@@ -284,9 +284,10 @@ def test_a_large_chunk_beyond_every_current_id_skips_the_current_lookups(
     duck, monkeypatch, overlapping
 ):
     # LITERAL_ID_LIMIT lowered to 1 makes a two-record chunk "large". Records b and c lie
-    # beyond a, the one current row: the range probe proves them new and current is not
-    # read by id. With a in the chunk the probe finds it and the lookups run as before.
+    # beyond a, the one current row: the probes prove them new and current is not read by
+    # id. With a in the chunk a probe finds it and the lookups run as before.
     monkeypatch.setattr(apply_mod, "LITERAL_ID_LIMIT", 1)
+    monkeypatch.setattr(apply_mod, "LIST_MIN_ROWS_PER_ID", 0)
     probed = []
     real = apply_mod.st.no_current_rows
     monkeypatch.setattr(apply_mod.st, "no_current_rows", lambda *a: probed.append(1) or real(*a))

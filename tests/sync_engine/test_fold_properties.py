@@ -99,11 +99,16 @@ def test_formula_refreshes_and_formula_less_events_keep_the_invariant(data, hist
 )
 @given(data=st.data(), history=histories())
 def test_the_large_chunk_paths_keep_the_invariant(data, history):
-    # LITERAL_ID_LIMIT at 1: every chunk of two or more records is "large", so it takes the
-    # range probe (`apply._none_in_current`) and, when current holds an id in its range,
-    # the inlined id lists; both must still give the reference fold.
+    # LITERAL_ID_LIMIT at 1 and LIST_MIN_ROWS_PER_ID at 0: every chunk of two or more
+    # records is "large" and keeps its ids in lists, so it takes the probes
+    # (`apply._none_in_current`) and, when current holds one of its ids, the lists; both
+    # must still give the reference fold.
     expected = fold(SPEC, history)
-    with mock.patch.object(apply_mod, "LITERAL_ID_LIMIT", 1):
+    with (
+        mock.patch.object(apply_mod, "LITERAL_ID_LIMIT", 1),
+        mock.patch.object(apply_mod, "LIST_MIN_ROWS_PER_ID", 0),
+        mock.patch.object(apply_mod, "PROBE_SAMPLE", 1),
+    ):
         wh = fresh_duckdb()
         for batch in data.draw(deliveries(history)):
             apply_batch(wh, SPEC, build_batch(SPEC, batch))

@@ -133,7 +133,8 @@ def test_snowflake_refold_restores_damaged_records(fake_snowflake):
 
 
 def test_snowflake_large_chunk_paths_give_the_reference_fold(fake_snowflake, monkeypatch):
-    # LITERAL_ID_LIMIT at 1: the range probe, and the id lists where it finds a row.
+    # LITERAL_ID_LIMIT at 1: chunks of two or more records are "large" (Snowflake keeps
+    # the touched-id join for them: no lists, no probes).
     from sync_engine import apply as apply_mod
 
     monkeypatch.setattr(apply_mod, "LITERAL_ID_LIMIT", 1)
