@@ -901,8 +901,9 @@ def refold(
     so refolding a record the tables hold correctly changes nothing but its
     `_synced_at`. A record raw does not know loses its current and scd2 rows.
 
-    Cost: the records' raw rows are found by record_id with no change_date bound (a scan
-    of raw per LITERAL_ID_LIMIT ids): a repair, not a recurring run. Each id list is one
+    Cost: the records' raw rows are found by record_id with no change_date bound (two
+    reads of raw per LITERAL_ID_LIMIT ids: the apply table, the fold's sequence): a
+    repair, not a recurring run. Each id list is one
     transaction, logged in load_log as `refold-<hash>.<n>`; ids are validated.
     """
     d = dialect_of(warehouse)
