@@ -779,10 +779,15 @@ def _id_filter(
         return sub, (sub,)
     if ids is None:
         ids = _touched_id_list(warehouse, late_only=late_only)
-    chunks = tuple(
+    chunks = _id_lists(d, ids)
+    return (chunks[0] if len(chunks) == 1 else sub), chunks
+
+
+def _id_lists(d: SqlDialect, ids: list[str]) -> tuple[str, ...]:
+    """`ids` as validated `IN (...)` lists of at most LITERAL_ID_LIMIT ids each."""
+    return tuple(
         d.id_list(ids[i : i + LITERAL_ID_LIMIT]) for i in range(0, len(ids), LITERAL_ID_LIMIT)
     )
-    return (chunks[0] if len(chunks) == 1 else sub), chunks
 
 
 def _fold(warehouse: Warehouse, spec: ObjectSpec, c: Classified) -> list[int]:
@@ -912,7 +917,7 @@ def refold(
     result = ApplyResult(batch_id=f"refold-{digest}")
     if not ids:
         return result
-    lists = [d.id_list(ids[i : i + LITERAL_ID_LIMIT]) for i in range(0, len(ids), LITERAL_ID_LIMIT)]
+    lists = _id_lists(d, ids)
     with in_flight(warehouse, spec.name) as stamp:
         now = now if now is not None else stamp
         for n, id_list in enumerate(lists):

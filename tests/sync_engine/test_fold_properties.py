@@ -61,15 +61,7 @@ def test_any_delivery_of_a_history_equals_the_reference_fold(data, history):
 def test_event_less_systemmodstamp_moves_leave_scd2_to_the_other_fields(data, history):
     # Regression: a re-backfill after CDC traffic opened scd2 versions that differed only
     # in SystemModstamp (tests/sync_engine/test_unversioned_stamp.py).
-    spec = STAMPED_SPEC
-    expected = fold(spec, history)
-    expected_current = {k: normalize_expected([v])[0] for k, v in expected.current.items()}
-    wh = fresh_duckdb(spec=spec)
-    for batch in data.draw(deliveries(history)):
-        apply_batch(wh, spec, build_batch(spec, batch))
-    assert read_current(wh, spec) == expected_current
-    assert read_history(wh, spec) == normalize_expected(expected.history)
-    wh.close()
+    _delivery_equals_the_reference(data, history, STAMPED_SPEC)
 
 
 @settings(
@@ -81,15 +73,7 @@ def test_event_less_systemmodstamp_moves_leave_scd2_to_the_other_fields(data, hi
 def test_formula_refreshes_and_formula_less_events_keep_the_invariant(data, history):
     # Issue 10: CDC events never set a formula field, reads and formula refreshes do; any
     # delivery of such a history still equals the reference fold.
-    spec = FORMULA_SPEC
-    expected = fold(spec, history)
-    expected_current = {k: normalize_expected([v])[0] for k, v in expected.current.items()}
-    wh = fresh_duckdb(spec=spec)
-    for batch in data.draw(deliveries(history)):
-        apply_batch(wh, spec, build_batch(spec, batch))
-    assert read_current(wh, spec) == expected_current
-    assert read_history(wh, spec) == normalize_expected(expected.history)
-    wh.close()
+    _delivery_equals_the_reference(data, history, FORMULA_SPEC)
 
 
 @settings(
@@ -103,17 +87,22 @@ def test_the_large_chunk_paths_keep_the_invariant(data, history):
     # records is "large" and keeps its ids in lists, so it takes the probes
     # (`apply._none_in_current`) and, when current holds one of its ids, the lists; both
     # must still give the reference fold.
-    expected = fold(SPEC, history)
     with (
         mock.patch.object(apply_mod, "LITERAL_ID_LIMIT", 1),
         mock.patch.object(apply_mod, "LIST_MIN_ROWS_PER_ID", 0),
         mock.patch.object(apply_mod, "PROBE_SAMPLE", 1),
     ):
-        wh = fresh_duckdb()
-        for batch in data.draw(deliveries(history)):
-            apply_batch(wh, SPEC, build_batch(SPEC, batch))
-        assert read_current(wh) == {
-            k: normalize_expected([v])[0] for k, v in expected.current.items()
-        }
-        assert read_history(wh) == normalize_expected(expected.history)
-        wh.close()
+        _delivery_equals_the_reference(data, history, SPEC)
+
+
+def _delivery_equals_the_reference(data, history, spec) -> None:
+    """One drawn delivery of `history` into a fresh DuckDB: current and scd2 equal the
+    reference fold."""
+    expected = fold(spec, history)
+    expected_current = {k: normalize_expected([v])[0] for k, v in expected.current.items()}
+    wh = fresh_duckdb(spec=spec)
+    for batch in data.draw(deliveries(history)):
+        apply_batch(wh, spec, build_batch(spec, batch))
+    assert read_current(wh, spec) == expected_current
+    assert read_history(wh, spec) == normalize_expected(expected.history)
+    wh.close()
